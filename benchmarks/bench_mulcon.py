@@ -1,0 +1,516 @@
+"""MulCon vs its baselines (issue 4): linear head, label-attention head, MulCon stage 2, image-level SupCon.
+
+    PYTHONPATH=src python benchmarks/bench_mulcon.py miml                 # frozen-feature protocol, ~15 min
+    PYTHONPATH=src python benchmarks/bench_mulcon.py builtin              # end-to-end through `fit`, ~25 min
+    PYTHONPATH=src python benchmarks/bench_mulcon.py miml --limit 60 --stage1-epochs 1 --stage2-epochs 1 --seeds 0
+    PYTHONPATH=src python benchmarks/bench_mulcon.py builtin --time-one   # time one run of each kind, then stop
+
+Methods (3 seeds, mAP mean +- std, sample std):
+
+* (a) linear head + BCE;
+* (b) label-attention head (``mlcl.models.label_attention.LabelAttentionHead``) + BCE = MulCon stage 1;
+* (c) MulCon stage 2: from (b)'s weights, two views per image, ``BCE + 0.5 * LabelSupConLoss`` (tau 0.2);
+* (d) image-level SupCon: pooled embedding + MLP projection, two views, ``BCE + 0.5 * ImageSupConLoss`` (tau 0.1).
+
+Controls, so that a difference can be attributed to the contrastive term and not to the extra epochs or the two
+views: (b') = (c) with weight 0 (stage 2's schedule and views, BCE only), and on MIML (d') = (d) with weight 0.
+
+``miml`` (frozen-feature protocol, NOT end-to-end): frozen ImageNet ``tf_efficientnet_lite0`` at 224 px
+(``benchmarks/_features.py``), K = 4 cached augmented views per training image, heldout = the 300 images of
+``benchmarks/miml_split.py`` (the training split is 1200 images; nothing is chosen on heldout, the weights after
+the last epoch are scored). Pooled features and tokens are standardised per channel with training statistics.
+
+* (a): ``Linear(1280, C)`` on the pooled feature of one random view per image per step.
+* (b): ``LabelAttentionHead(1280, C, dim=256, heads=4, num_sab=0, proj_hidden=256, proj_dim=128)`` on the 7 x 7 =
+  49 tokens of one random view (``num_sab=0``: no token self-attention, the lighter head the library offers; the
+  1280-wide SABs would cost ~40 GFLOP per batch on this CPU).
+* (a) and (b): AdamW (lr 1e-3, weight decay 1e-4), per-step cosine, batch 64, ``--stage1-epochs`` (20); (a) and
+  (d) get ``stage1 + stage2`` epochs, the same number of passes as (b) + (c).
+* (c) / (b'): (b)'s final weights (no EMA here), a fresh projector (official init), two distinct random views per
+  image per step, batch 24 images = 48 rows (official), SGD momentum 0.9, weight decay 1e-4, lr 0.01 for the
+  classifiers and projector, 0.001 for the attention block (official stage-2 rates; constant, as the official step
+  schedule decays only after 20 epochs), ``--stage2-epochs`` (8).
+* (d) / (d'): ``Linear(1280, 512)-ReLU`` embedding -> linear classifier; projection ``Linear(512, 512)-ReLU-
+  Linear(512, 128)``, L2-normalised; two distinct views per step; AdamW as (a).
+
+``builtin`` (end-to-end through ``mlcl.engine.trainer.fit``): the built-in digits dataset (4000 train / 600 val /
+1000 test canvases, 48 px), backbone ``resnet10t`` from scratch, CPU, batch 32, ``light`` augmentation, EMA; each
+run reports its best-on-val checkpoint on the *test* split (``metrics.json``, ``split: test``).
+
+* (a) ``model.head=linear``, AdamW lr 2e-3 one-cycle (the defaults), ``--lin-epochs`` (6);
+* (b) + (c) ``train.method=mulcon`` with a small head (dim 128, heads 4, num_sab 1, projector 128/64), stage 1
+  ``--stage1-epochs`` (4) with lr 2e-3 for head and backbone (the official 2e-4/2e-5 assume a pretrained
+  backbone), warm-up 1 epoch; stage 2 ``--stage2-epochs`` (2) with the official rates (SGD, 0.01 / 0.001, 24 images
+  x 2 views). ``stage1/metrics.json`` gives (b), ``metrics.json`` (c);
+* (b') stage 2 again from the same stage-1 weights with ``loss.contrastive_weight=0`` (``--controls``);
+* (d) ``model.head=linear``, ``loss.contrastive=image``, two views, weight 0.5, tau 0.1, projector 128/64,
+  ``--lin-epochs``.
+
+Results: ``benchmarks/results/mulcon_<data>.json`` and markdown tables on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from _features import CACHE_DIR, DEFAULT_SPLIT_DIR, DEFAULT_WEIGHTS, ROOT, load_features
+from mlcl.losses import build_loss
+from mlcl.losses.supcon import ImageSupConLoss, LabelSupConLoss
+from mlcl.metrics import mean_average_precision
+from mlcl.models.label_attention import LabelAttentionHead
+
+LABELS = {
+    "a": "(a) linear head + BCE",
+    "b": "(b) label-attention head + BCE (MulCon stage 1)",
+    "b2": "(b') stage 1 + stage-2 schedule, BCE only (control)",
+    "c": "(c) MulCon stage 2: BCE + 0.5 label SupCon",
+    "d2": "(d') pooled embedding + MLP, two views, BCE only (control)",
+    "d": "(d) image-level SupCon: BCE + 0.5 image SupCon",
+}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float], signed: bool = False) -> str:
+    m, s = mean_std(values)
+    return f"{100 * m:{'+' if signed else ''}.2f} ± {100 * s:.2f}"
+
+
+#: The row each method is compared with (paired by seed): its closest control.
+CONTROL = {"b": ["a"], "b2": ["b"], "c": ["b2", "b"], "d2": ["a"], "d": ["d2", "a"]}
+
+
+def print_table(title: str, runs: dict[str, dict[int, float]], seeds: list[int], times: dict[str, float]) -> None:
+    print(f"\n### {title}\n")
+    print("| method | mAP % (mean ± std) | paired Δ vs control | per seed | s per run |\n|---|---|---|---|---|")
+    for key, label in LABELS.items():
+        if key not in runs:
+            continue
+        v = [runs[key][s] for s in seeds]
+        ref = next((r for r in CONTROL.get(key, []) if r in runs), None)
+        delta = f"{fmt([runs[key][s] - runs[ref][s] for s in seeds], signed=True)} vs {LABELS[ref][:4]}" if ref else ""
+        per_seed = ", ".join(f"{100 * x:.2f}" for x in v)
+        print(f"| {label} | {fmt(v)} | {delta} | {per_seed} | {times.get(key, float('nan')):.0f} |")
+
+
+# ------------------------------------------------------------------------------------------- MIML, frozen
+
+
+class TokenData:
+    """Standardised batches of cached views: pooled ``(N, K, D)`` and tokens ``(N, K, T, D)`` (float16)."""
+
+    def __init__(self, tr: dict[str, Any], he: dict[str, Any]) -> None:
+        ev = tr["eval_pooled"]
+        self.p_mean, self.p_std = ev.mean(0), ev.std(0).clamp_min(1e-6)
+        tok = tr["eval_tokens"].float().flatten(0, 1)
+        self.t_mean, self.t_std = tok.mean(0), tok.std(0).clamp_min(1e-6)
+        self.aug_pooled, self.aug_tokens = tr["aug_pooled"], tr["aug_tokens"]
+        self.y_train, self.y_test = tr["targets"], he["targets"]
+        self.test_pooled = self.pooled(he["eval_pooled"])
+        self.test_tokens = he["eval_tokens"]
+        self.n, self.k = self.aug_pooled.shape[:2]
+
+    def pooled(self, x: Tensor) -> Tensor:
+        return (x - self.p_mean) / self.p_std
+
+    def tokens(self, x: Tensor) -> Tensor:
+        return (x.float() - self.t_mean) / self.t_std
+
+    def batches(self, batch_size: int, gen: torch.Generator, views: int):
+        """Yield ``(index (B,), view index (B, views))`` for one epoch (views distinct per image)."""
+        order = torch.randperm(self.n, generator=gen)
+        pick = torch.argsort(torch.rand(self.n, self.k, generator=gen), dim=1)[:, :views]
+        for s in range(self.n // batch_size):
+            idx = order[s * batch_size : (s + 1) * batch_size]
+            yield idx, pick[idx]
+
+
+class PooledNet(nn.Module):
+    """(a): linear head; (d): ``Linear(D, 512)-ReLU`` embedding, linear head and a projection MLP."""
+
+    def __init__(self, in_dim: int, num_classes: int, embed: bool) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(in_dim, 512), nn.ReLU()) if embed else nn.Identity()
+        width = 512 if embed else in_dim
+        self.fc = nn.Linear(width, num_classes)
+        self.proj = nn.Sequential(nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, 128)) if embed else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        e = self.embed(x)
+        return self.fc(e), (F.normalize(self.proj(e), dim=-1) if self.proj is not None else None)
+
+
+def _cosine_adamw(params, lr: float, total_steps: int):
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+
+
+def train_pooled(
+    data: TokenData, seed: int, epochs: int, *, embed: bool, supcon_w: float | None, lr: float, batch_size: int = 64
+) -> PooledNet:
+    """(a) when ``embed`` is False; (d) / (d') with two views when ``supcon_w`` is not None."""
+    torch.manual_seed(seed)
+    y_all = data.y_train
+    model = PooledNet(data.aug_pooled.shape[-1], y_all.shape[1], embed)
+    bce = build_loss("bce", reduction="mean")
+    con = ImageSupConLoss(tau=0.1, base_tau=0.1)
+    views = 1 if supcon_w is None else 2
+    opt, sched = _cosine_adamw(model.parameters(), lr, epochs * (data.n // batch_size))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx, pick in data.batches(batch_size, gen, views):
+            # rows: [view 1 of every image; view 2 of every image] (the trainer's layout)
+            x = torch.cat([data.pooled(data.aug_pooled[idx, pick[:, v]]) for v in range(views)])
+            y = y_all[idx].repeat(views, 1)
+            logits, z = model(x)
+            loss = bce(logits, y)
+            if supcon_w:
+                loss = loss + supcon_w * con(z, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model
+
+
+def make_head(in_dim: int, num_classes: int) -> LabelAttentionHead:
+    return LabelAttentionHead(in_dim, num_classes, dim=256, heads=4, num_sab=0, proj_hidden=256, proj_dim=128)
+
+
+def train_stage1(data: TokenData, seed: int, epochs: int, lr: float, batch_size: int = 64) -> LabelAttentionHead:
+    torch.manual_seed(seed)
+    head = make_head(data.aug_tokens.shape[-1], data.y_train.shape[1])
+    head.projector.requires_grad_(False)
+    bce = build_loss("bce", reduction="mean")
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt, sched = _cosine_adamw(params, lr, epochs * (data.n // batch_size))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx, pick in data.batches(batch_size, gen, 1):
+            out = head(data.tokens(data.aug_tokens[idx, pick[:, 0]]))
+            loss = bce(out.logits, data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return head
+
+
+def train_stage2(
+    data: TokenData, stage1: LabelAttentionHead, seed: int, epochs: int, weight: float, batch_size: int = 24
+) -> LabelAttentionHead:
+    """Official stage-2 recipe on cached tokens; ``weight`` multiplies the label-level SupCon (0 = control)."""
+    torch.manual_seed(seed + 1000)
+    head = make_head(stage1.in_dim, stage1.num_classes)
+    head.load_state_dict(stage1.state_dict())
+    with torch.no_grad():  # fresh projector, official init
+        for m in head.projector:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+    fast = [head.classifier_weight, head.classifier_bias, *head.projector.parameters()]
+    fast_ids = {id(p) for p in fast}
+    slow = [p for p in head.parameters() if id(p) not in fast_ids]
+    opt = torch.optim.SGD(
+        [{"params": fast, "lr": 0.01}, {"params": slow, "lr": 0.001}], momentum=0.9, weight_decay=1e-4
+    )
+    bce = build_loss("bce", reduction="mean")
+    con = LabelSupConLoss(tau=0.2, base_tau=0.2)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    for _ in range(epochs):
+        for idx, pick in data.batches(batch_size, gen, 2):
+            x = torch.cat([data.tokens(data.aug_tokens[idx, pick[:, v]]) for v in range(2)])
+            y = data.y_train[idx].repeat(2, 1)
+            out = head(x)
+            loss = bce(out.logits, y) + weight * con(head.project(out.label_emb), y, out.logits.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return head
+
+
+@torch.no_grad()
+def score_head(head: LabelAttentionHead, data: TokenData, batch: int = 100) -> float:
+    head.eval()
+    logits = torch.cat(
+        [head(data.tokens(data.test_tokens[i : i + batch])).logits for i in range(0, data.test_tokens.shape[0], batch)]
+    )
+    return float(mean_average_precision(torch.sigmoid(logits), data.y_test))
+
+
+@torch.no_grad()
+def score_pooled(model: PooledNet, data: TokenData) -> float:
+    model.eval()
+    return float(mean_average_precision(torch.sigmoid(model(data.test_pooled)[0]), data.y_test))
+
+
+def run_miml(a: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "size": a.image_size,
+        "views": a.views,
+        "split_dir": a.split_dir,
+        "weights": a.weights,
+        "cache_dir": a.cache_dir,
+        "limit": a.limit,
+    }
+    data = TokenData(load_features("train", **common), load_features("heldout", **common))
+    e1, e2 = a.stage1_epochs, a.stage2_epochs
+    runs: dict[str, dict[int, float]] = {k: {} for k in LABELS}
+    times: dict[str, list[float]] = {k: [] for k in LABELS}
+
+    def timed(key: str, seed: int, fn, scorer):
+        t0 = time.time()
+        model = fn()
+        times[key].append(time.time() - t0)
+        runs[key][seed] = scorer(model, data)
+        print(f"seed {seed} {key}: {100 * runs[key][seed]:.2f} ({times[key][-1]:.0f} s)", flush=True)
+        return model
+
+    for seed in a.seeds:
+        timed(
+            "a", seed, lambda s=seed: train_pooled(data, s, e1 + e2, embed=False, supcon_w=None, lr=a.lr), score_pooled
+        )
+        timed(
+            "d2", seed, lambda s=seed: train_pooled(data, s, e1 + e2, embed=True, supcon_w=0.0, lr=a.lr), score_pooled
+        )
+        timed(
+            "d",
+            seed,
+            lambda s=seed: train_pooled(data, s, e1 + e2, embed=True, supcon_w=a.weight, lr=a.lr),
+            score_pooled,
+        )
+        s1 = timed("b", seed, lambda s=seed: train_stage1(data, s, e1, a.lr), score_head)
+        timed("b2", seed, lambda s=seed, h=s1: train_stage2(data, h, s, e2, 0.0), score_head)
+        timed("c", seed, lambda s=seed, h=s1: train_stage2(data, h, s, e2, a.weight), score_head)
+    mean_times = {k: statistics.fmean(v) for k, v in times.items() if v}
+    print_table(
+        f"MIML, frozen tf_efficientnet_lite0 features (frozen-feature protocol, not end-to-end): heldout "
+        f"mAP over seeds {a.seeds}; stage 1 {e1} epochs, stage 2 {e2} epochs",
+        runs,
+        a.seeds,
+        mean_times,
+    )
+    return {
+        "protocol": "frozen-feature: cached tf_efficientnet_lite0 pooled features / 7x7 tokens, K augmented "
+        "views; heads trained on top; not end-to-end",
+        "settings": {
+            "stage1_epochs": e1,
+            "stage2_epochs": e2,
+            "seeds": a.seeds,
+            "views": a.views,
+            "lr": a.lr,
+            "contrastive_weight": a.weight,
+            "n_train": data.n,
+            "n_heldout": int(data.y_test.shape[0]),
+            "limit": a.limit,
+        },
+        "labels": LABELS,
+        "runs": runs,
+        "time_s": mean_times,
+    }
+
+
+# ---------------------------------------------------------------------------------------- builtin, e2e
+
+
+BUILTIN_COMMON = [
+    "data.train=builtin",
+    "model.backbone=resnet10t",
+    "train.device=cpu",
+    "data.num_workers=0",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "train.batch_size=32",
+]
+EXTRA: list[str] = []  # --max-steps (smoke tests)
+SMALL_HEAD = [
+    "model.head_dim=128",
+    "model.head_heads=4",
+    "model.head_num_sab=1",
+    "model.proj_hidden=128",
+    "model.proj_dim=64",
+]
+
+
+def _fit(overrides: list[str]) -> float:
+    """Train through the library's trainer; returns the wall time in seconds."""
+    from mlcl.engine.config import load_config
+    from mlcl.engine.trainer import fit
+
+    t0 = time.time()
+    fit(load_config(None, [*BUILTIN_COMMON, *EXTRA, *overrides]))
+    return time.time() - t0
+
+
+def _fresh(run_dir: Path) -> Path:
+    """Remove a previous run folder of the same name (the trainer appends to ``log.jsonl`` and resumes stages)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return run_dir
+
+
+def _drop_checkpoints(run_dir: Path, keep: bool) -> None:
+    """Delete the run's ``*.pt`` files (about 100 MB each) once its metrics are read, unless ``keep``."""
+    if not keep:
+        for f in run_dir.rglob("*.pt"):
+            f.unlink()
+
+
+def _metrics(path: Path) -> float:
+    m = json.loads(path.read_text())
+    if m.get("split") != "test":
+        raise RuntimeError(f"{path}: expected a test-split report, got split={m.get('split')!r}")
+    return float(m["mAP"])
+
+
+def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
+    out = a.run_root
+    runs: dict[str, dict[int, float]] = {k: {} for k in LABELS if k != "d2"}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    if not a.controls:
+        del runs["b2"], times["b2"]
+    for seed in a.seeds:
+        base = [f"train.seed={seed}"]
+        lin = out / f"linear_s{seed}"
+        t = _fit([*base, "model.head=linear", f"train.epochs={a.lin_epochs}", f"run.out={_fresh(lin)}"])
+        times["a"].append(t)
+        runs["a"][seed] = _metrics(lin / "metrics.json")
+        _drop_checkpoints(lin, a.keep_checkpoints)
+        print(f"seed {seed} a: {100 * runs['a'][seed]:.2f} ({t:.0f} s)", flush=True)
+        if a.time_one:
+            break
+        mc = out / f"mulcon_s{seed}"
+        mulcon = [
+            *base,
+            *SMALL_HEAD,
+            "train.method=mulcon",
+            f"mulcon.stage1_epochs={a.stage1_epochs}",
+            f"mulcon.stage2_epochs={a.stage2_epochs}",
+            "mulcon.stage1_lr=2e-3",
+            "mulcon.stage1_backbone_lr=2e-3",
+            "mulcon.stage1_warmup_epochs=1",
+            f"loss.contrastive_weight={a.weight}",
+        ]
+        t = _fit([*mulcon, f"run.out={_fresh(mc)}"])
+        s1_time = sum(json.loads(x)["time_s"] for x in (mc / "stage1" / "log.jsonl").read_text().splitlines())
+        times["b"].append(s1_time)
+        times["c"].append(t - s1_time)
+        runs["b"][seed] = _metrics(mc / "stage1" / "metrics.json")
+        runs["c"][seed] = _metrics(mc / "metrics.json")
+        print(f"seed {seed} b: {100 * runs['b'][seed]:.2f}, c: {100 * runs['c'][seed]:.2f} ({t:.0f} s)", flush=True)
+        if a.controls:  # stage 2 with weight 0 from the very same stage-1 weights (fit skips a finished stage 1)
+            ctl = _fresh(out / f"mulcon_w0_s{seed}")
+            shutil.copytree(mc / "stage1", ctl / "stage1")
+            over = [x for x in mulcon if not x.startswith("loss.contrastive_weight")]
+            t = _fit([*over, "loss.contrastive_weight=0", f"run.out={ctl}"])
+            times["b2"].append(t)
+            runs["b2"][seed] = _metrics(ctl / "metrics.json")
+            _drop_checkpoints(ctl, a.keep_checkpoints)
+            print(f"seed {seed} b': {100 * runs['b2'][seed]:.2f} ({t:.0f} s)", flush=True)
+        _drop_checkpoints(mc, a.keep_checkpoints)
+        img = out / f"imagesupcon_s{seed}"
+        t = _fit(
+            [
+                *base,
+                "model.head=linear",
+                "loss.contrastive=image",
+                "data.views=2",
+                f"loss.contrastive_weight={a.weight}",
+                "loss.con_tau=0.1",
+                "loss.con_base_tau=0.1",
+                "model.proj_hidden=128",
+                "model.proj_dim=64",
+                f"train.epochs={a.lin_epochs}",
+                f"run.out={_fresh(img)}",
+            ]
+        )
+        times["d"].append(t)
+        runs["d"][seed] = _metrics(img / "metrics.json")
+        _drop_checkpoints(img, a.keep_checkpoints)
+        print(f"seed {seed} d: {100 * runs['d'][seed]:.2f} ({t:.0f} s)", flush=True)
+    mean_times = {k: statistics.fmean(v) for k, v in times.items() if v}
+    if not a.time_one:
+        print_table(
+            f"builtin, end-to-end through `fit` (resnet10t from scratch, 48 px, CPU): test mAP over seeds "
+            f"{a.seeds}; linear/image {a.lin_epochs} epochs, stage 1 {a.stage1_epochs} + stage 2 "
+            f"{a.stage2_epochs} epochs",
+            runs,
+            a.seeds,
+            mean_times,
+        )
+    return {
+        "protocol": "end-to-end through mlcl.engine.trainer.fit on builtin; best-on-val checkpoint on test",
+        "settings": {
+            "lin_epochs": a.lin_epochs,
+            "stage1_epochs": a.stage1_epochs,
+            "stage2_epochs": a.stage2_epochs,
+            "seeds": a.seeds,
+            "contrastive_weight": a.weight,
+            "common_overrides": BUILTIN_COMMON,
+            "head": SMALL_HEAD,
+            "run_root": str(out),
+        },
+        "labels": LABELS,
+        "runs": runs,
+        "time_s": mean_times,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", choices=["miml", "builtin"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--stage1-epochs", type=int, default=None, help="default: miml 20, builtin 4")
+    ap.add_argument("--stage2-epochs", type=int, default=None, help="default: miml 8, builtin 2")
+    ap.add_argument("--lin-epochs", type=int, default=6, help="builtin: epochs of (a) and (d)")
+    ap.add_argument("--weight", type=float, default=0.5, help="weight of the contrastive terms")
+    ap.add_argument("--lr", type=float, default=1e-3, help="miml: AdamW lr of (a), (b), (d)")
+    ap.add_argument(
+        "--controls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="builtin: also run the stage-2 control with weight 0",
+    )
+    ap.add_argument("--max-steps", type=int, default=None, help="builtin: train.max_steps_per_epoch (smoke tests)")
+    ap.add_argument("--time-one", action="store_true", help="builtin: time one linear run and stop")
+    ap.add_argument("--keep-checkpoints", action="store_true", help="builtin: keep the runs' *.pt files")
+    ap.add_argument("--run-root", type=Path, default=ROOT / "results" / "mulcon_builtin_runs")
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--split-dir", type=Path, default=DEFAULT_SPLIT_DIR)
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    ap.add_argument("--limit", type=int, default=None, help="miml: first images only (smoke test; nothing cached)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.stage1_epochs is None:
+        a.stage1_epochs = 20 if a.data == "miml" else 4
+    if a.stage2_epochs is None:
+        a.stage2_epochs = 8 if a.data == "miml" else 2
+    if a.max_steps:
+        EXTRA.append(f"train.max_steps_per_epoch={a.max_steps}")
+    t0 = time.time()
+    result = run_miml(a) if a.data == "miml" else run_builtin(a)
+    result["total_s"] = round(time.time() - t0, 1)
+    print(f"\ntotal {result['total_s']:.0f} s")
+    out = a.out or ROOT / "results" / f"mulcon_{a.data}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

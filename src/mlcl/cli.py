@@ -1,0 +1,365 @@
+"""The ``mlcl`` command line: train, eval, predict, data, config, list.
+
+The CLI parses arguments, turns them into a configuration and calls the library; errors are reported as one
+line (``mlcl: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mlcl.errors import MlclError
+
+__all__ = ["main"]
+
+# CLI flag -> config key of `mlcl train`
+TRAIN_FLAGS: dict[str, str] = {
+    "data": "data.train",
+    "val_data": "data.val",
+    "test_data": "data.test",
+    "image_size": "data.image_size",
+    "missing": "data.missing",
+    "views": "data.views",
+    "augment": "data.augment",
+    "workers": "data.num_workers",
+    "backbone": "model.backbone",
+    "weights": "model.weights",
+    "head": "model.head",
+    "loss": "loss.name",
+    "reduction": "loss.reduction",
+    "clml_weight": "loss.clml_weight",
+    "clml_tau": "loss.clml_tau",
+    "contrastive": "loss.contrastive",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "backbone_lr": "optim.backbone_lr",
+    "schedule": "optim.schedule",
+    "method": "train.method",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "device": "train.device",
+    "init_from": "train.init_from",
+    "out": "run.out",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one readable line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"mlcl: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mlcl", description="Multi-label image classification with contrastive learning and missing labels."
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (default: on the built-in dataset)")
+    t.add_argument("--config", help="YAML configuration file")
+    t.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="set any configuration field (repeatable)",
+    )
+    t.add_argument(
+        "--data",
+        help="training data: builtin, a CSV file, or KIND:PATH (coco, voc2007, voc2012, nuswide, list, folder)",
+    )
+    t.add_argument("--val-data", help="validation data (default: the dataset's own, else a seeded 10%% hold-out)")
+    t.add_argument("--test-data", help="data evaluated at the end with the best checkpoint")
+    t.add_argument("--backbone", help="timm model name")
+    t.add_argument("--weights", help="local backbone weights (state dict) loaded through timm")
+    t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
+    t.add_argument("--head", choices=["linear", "mulcon"])
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate (head; backbone too unless --backbone-lr)")
+    t.add_argument("--backbone-lr", type=float)
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    t.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"])
+    t.add_argument("--loss", help="base loss (`mlcl list losses`), or BASE+clml")
+    t.add_argument("--reduction", choices=["mean", "sum"])
+    t.add_argument("--clml-weight", type=float, help="CLML weight lambda")
+    t.add_argument("--clml-tau", type=float, help="CLML label-correction threshold")
+    t.add_argument("--contrastive", choices=["none", "label", "image"])
+    t.add_argument("--method", choices=["standard", "mulcon"], help="mulcon: the two MulCon stages")
+    t.add_argument("--views", type=int, help="augmented views per image")
+    t.add_argument("--augment", choices=["none", "light", "default", "strong"])
+    t.add_argument("--missing", help="missing-label protocol applied to the training labels (`mlcl list protocols`)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--workers", type=int, help="DataLoader workers")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--init-from", help="initialise the model from a checkpoint's weights")
+    t.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from RUN_DIR/last.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", required=True, help="builtin (its test split), a CSV file, or KIND:PATH")
+    e.add_argument("--out", help="metrics JSON (default: eval_metrics.json beside the checkpoint)")
+    e.add_argument("--threshold", type=float, default=None)
+    e.add_argument("--ap-variant", choices=["nonint", "voc11", "mlgcn"], default=None)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--workers", type=int, default=2)
+
+    pr = sub.add_parser("predict", help="predict labels of images")
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    g = pr.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, default=None, help="predict labels with prob >= X (default 0.5)")
+    g.add_argument("--top-k", type=int, default=None, help="predict the K most probable labels")
+    pr.add_argument("--out", help="CSV of probabilities and predicted labels (default: print)")
+    pr.add_argument(
+        "--explain", metavar="DIR", help="write each predicted label's attention map as a PNG (mulcon head)"
+    )
+    pr.add_argument("--device", default="auto")
+
+    d = sub.add_parser("data", help="data tools")
+    dsub = d.add_subparsers(dest="data_command", parser_class=_Parser)
+    sm = dsub.add_parser("simulate-missing", help="apply a missing-label protocol to a label file")
+    sm.add_argument("labels", help="a CSV label file, builtin, or KIND:PATH")
+    sm.add_argument("--protocol", required=True)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", required=True, help="output CSV label file (unknown entries are -1)")
+
+    c = sub.add_parser("config", help="show or validate configurations")
+    csub = c.add_subparsers(dest="config_command", parser_class=_Parser)
+    cs = csub.add_parser("show", help="print the resolved configuration")
+    cs.add_argument("--config")
+    cs.add_argument("-o", "--override", action="append", default=[])
+    cv = csub.add_parser("validate", help="check configuration files and build their components on CPU")
+    cv.add_argument("files", nargs="+")
+    cv.add_argument("--no-build", action="store_true", help="only check keys and types")
+
+    ls = sub.add_parser("list", help="list losses, protocols, datasets, heads or backbones")
+    ls.add_argument("what", choices=["losses", "protocols", "datasets", "heads", "backbones"])
+    ls.add_argument("pattern", nargs="?", default="*", help="filter for backbones (e.g. '*resnet*')")
+    return p
+
+
+def _train_config(args: argparse.Namespace):
+    from mlcl.engine.config import load_config
+
+    overrides = list(args.override)
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}" if isinstance(value, str) else f"{key}={value}")
+    if args.pretrained:
+        overrides.append("model.pretrained=true")
+    if args.no_progress:
+        overrides.append("run.progress=false")
+    return load_config(args.config, overrides)
+
+
+def _format_table(metrics: dict[str, Any]) -> str:
+    lines = [f"{'metric':<16}{'value':>8}"]
+    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"):
+        lines.append(f"{key:<16}{100 * metrics[key]:>8.2f}")
+    lines.append("per-class AP")
+    for name, ap in metrics["per_class_AP"].items():
+        lines.append(f"  {name:<14}{'   n/a' if ap is None else f'{100 * ap:>8.2f}'}")
+    lines.append(f"{'images':<16}{metrics['n_images']:>8d}")
+    return "\n".join(lines)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from mlcl.distributed import is_main_process
+    from mlcl.engine.trainer import fit
+
+    cfg = _train_config(args)
+    result = fit(cfg, resume=args.resume)
+    if not is_main_process():
+        return
+    if not result.metrics:
+        print(f"stopped after {cfg.train.stop_after} epoch(s); continue with: mlcl train --resume {result.run_dir}")
+        return
+    split = result.metrics.get("split", "val")
+    print(
+        f"\n{split} metrics of the best checkpoint ({result.metrics.get('weights', 'model')} weights, "
+        f"epoch {result.metrics.get('best_epoch')}), in %:"
+    )
+    print(_format_table(result.metrics))
+    print(f"run folder: {result.run_dir}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from torch.utils.data import DataLoader
+
+    from mlcl.data.dataset import ImageDataset
+    from mlcl.data.registry import load_dataset, split_for
+    from mlcl.engine.trainer import evaluate_model, resolve_device
+    from mlcl.inference import Predictor
+
+    device = resolve_device(args.device)
+    pred = Predictor.from_checkpoint(args.checkpoint, device=device)
+    data = load_dataset(args.data, split_for(args.data, "test"))
+    if data.class_names != pred.class_names:
+        raise MlclError(
+            f"--data {args.data}: classes {data.class_names} differ from the checkpoint's {pred.class_names}"
+        )
+    loader = DataLoader(ImageDataset(data, pred.transform), batch_size=args.batch_size, num_workers=args.workers)
+    threshold = pred.config.run.threshold if args.threshold is None else args.threshold
+    variant = args.ap_variant or pred.config.run.ap_variant
+    metrics = evaluate_model(pred.model, loader, device, pred.class_names, threshold=threshold, ap_variant=variant)
+    metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_metrics.json"
+    if Path(args.checkpoint).is_dir() and not args.out:
+        out = Path(args.checkpoint) / "eval_metrics.json"
+    from mlcl.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(out, json.dumps(metrics, indent=2))
+    print(f"metrics on {data.source or args.data} (in %):")
+    print(_format_table(metrics))
+    print(f"written to {out}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from mlcl.engine.trainer import resolve_device
+    from mlcl.inference import Predictor, find_images
+
+    device = resolve_device(args.device)
+    pred = Predictor.from_checkpoint(args.checkpoint, device=device)
+    files = find_images(args.images)
+    probs = pred.predict([str(f) for f in files])
+    labels = pred.decide(probs, threshold=args.threshold, top_k=args.top_k)
+    if args.out:
+        import io
+
+        from mlcl.engine.checkpoint import atomic_write_text
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["filename", "labels", *pred.class_names])
+        for f, lab, row in zip(files, labels, probs.tolist(), strict=True):
+            w.writerow([str(f), "|".join(lab), *(f"{v:.6f}" for v in row)])
+        atomic_write_text(Path(args.out), buf.getvalue())
+        print(f"{len(files)} predictions written to {args.out}")
+    else:
+        for f, lab in zip(files, labels, strict=True):
+            print(f"{f}: {', '.join(lab) if lab else '(none)'}")
+    if args.explain:
+        from mlcl.explain import save_attention_pngs
+
+        n = save_attention_pngs(pred, files, labels, Path(args.explain))
+        print(f"{n} attention maps written to {args.explain}")
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    if args.data_command != "simulate-missing":
+        _fail("usage: mlcl data simulate-missing LABELS --protocol NAME --seed S --out FILE")
+    from mlcl.data.csv_format import write_csv_labels
+    from mlcl.data.missing import apply_missing, summarize
+    from mlcl.data.registry import load_dataset
+
+    data = load_dataset(args.labels, check_images=False)
+    after = apply_missing(data.targets, args.protocol, args.seed)
+    out = Path(args.out)
+    if out.resolve() == Path(args.labels).resolve():
+        _fail(f"--out {out} would overwrite the input labels; choose another file")
+    write_csv_labels(out, data.with_targets(after))
+    s = summarize(data.targets, after)
+    print(f"protocol {args.protocol} (seed {args.seed}) on {len(data)} images -> {out}")
+    print(json.dumps(s, indent=2))
+
+
+def _cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from mlcl.engine.config import config_to_dict, load_config
+
+    if args.config_command == "show":
+        print(yaml.safe_dump(config_to_dict(load_config(args.config, args.override)), sort_keys=False), end="")
+    elif args.config_command == "validate":
+        from mlcl.engine.validate import validate_config_file
+
+        for f in args.files:
+            print(f"{f}: {validate_config_file(f, build=not args.no_build)}")
+    else:
+        _fail("usage: mlcl config show|validate ...")
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    if args.what == "losses":
+        from mlcl.losses import LOSSES
+
+        for name, cls in LOSSES.items():
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"{name:<10} {doc}")
+        print("(any of them + clml, e.g. hill+clml)")
+    elif args.what == "protocols":
+        from mlcl.data.missing import PROTOCOLS
+
+        for name, desc in PROTOCOLS.items():
+            print(f"{name:<22} {desc}")
+    elif args.what == "datasets":
+        from mlcl.data.registry import DATASET_KINDS
+
+        print("builtin      the built-in digit-canvas dataset (train/val/test)")
+        print("csv:PATH     a CSV label file (or just PATH ending in .csv)")
+        for kind in DATASET_KINDS:
+            print(f"{kind}:PATH")
+    elif args.what == "heads":
+        print("linear   global pool + linear classifier")
+        print("mulcon   MulCon label-level attention, per-label classifiers, projection head")
+    else:
+        import timm
+
+        for name in timm.list_models(args.pattern):
+            print(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlcl`` console script (and ``python -m mlcl``)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        import mlcl
+
+        print(mlcl.__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    commands = {
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "predict": _cmd_predict,
+        "data": _cmd_data,
+        "config": _cmd_config,
+        "list": _cmd_list,
+    }
+    try:
+        commands[args.command](args)
+    except MlclError as e:
+        _fail(str(e))
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        _fail(f"{e.strerror}: {e.filename}")
+    except KeyboardInterrupt:
+        _fail("interrupted (a training run continues with `mlcl train --resume RUN_DIR`)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The generic CSV label format: ``filename,<class 1>,<class 2>,...``, one row per image.
+
+Example (``labels.csv`` next to a folder ``images/``)::
+
+    filename,desert,mountains,sea,sunset,trees
+    4.jpg,1,1,0,0,0
+    6.jpg,1,0,,0,-1
+
+Each class column holds ``1`` (positive), ``0`` (negative), or ``-1`` / an empty cell (unknown). Whitespace
+around cells is ignored and blank lines are skipped. File names resolve against ``<csv folder>/images/`` when that
+folder exists, otherwise against the CSV's own folder; absolute paths are kept as written.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mlcl.data.labelset import MultiLabelSet
+from mlcl.errors import DataError
+from mlcl.targets import NEG, POS, UNK
+
+__all__ = ["MAX_REPORTED_ERRORS", "read_csv_labels", "resolve_image_root", "write_csv_labels"]
+
+#: At most this many problems are listed in one :class:`~mlcl.errors.DataError` message.
+MAX_REPORTED_ERRORS = 10
+
+_VALUES = {"1": POS, "0": NEG, "-1": UNK, "": UNK}
+
+
+class _Problems:
+    """Collects the problems of one file and raises them together as one :class:`DataError`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.messages) < MAX_REPORTED_ERRORS:
+            self.messages.append(message)
+
+    def raise_if_any(self) -> None:
+        if not self.count:
+            return
+        more = f"; ... and {self.count - len(self.messages)} more" if self.count > len(self.messages) else ""
+        head = f"{self.path}: " if self.count == 1 else f"{self.path}: {self.count} problems: "
+        raise DataError(head + "; ".join(self.messages) + more)
+
+
+def resolve_image_root(csv_path: str | os.PathLike[str]) -> Path:
+    """The folder that relative file names in ``csv_path`` resolve against.
+
+    Returns:
+        ``<csv folder>/images`` if that folder exists, else the CSV's folder.
+    """
+    folder = Path(csv_path).resolve().parent
+    images = folder / "images"
+    return images if images.is_dir() else folder
+
+
+def _check_image(path: Path) -> str | None:
+    """Return ``None`` if ``path`` is a readable image, else a short reason.
+
+    Only the header is decoded (``PIL.Image.open`` + ``verify``), so this costs well under a millisecond per file.
+    """
+    if not path.is_file():
+        return "not found"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises many exception types for a corrupt file
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _read_header(path: Path, row: list[str] | None, line: int) -> list[str]:
+    """Validate the header row (found on ``line``) and return the class names."""
+    if row is None:
+        raise DataError(f"{path}: empty file; expected a header line 'filename,<class 1>,<class 2>,...'")
+    cells = [cell.strip() for cell in row]
+    if not cells or cells[0].lower() != "filename":
+        first = cells[0] if cells else ""
+        raise DataError(
+            f"{path}: line {line}: the header must start with 'filename', got {first!r} "
+            f"(expected 'filename,<class 1>,<class 2>,...')"
+        )
+    class_names = cells[1:]
+    if not class_names:
+        raise DataError(f"{path}: line {line}: the header names no class column after 'filename'")
+    seen: dict[str, int] = {}
+    for column, name in enumerate(class_names, start=2):
+        if not name:
+            raise DataError(f"{path}: line {line}: column {column} of the header has an empty class name")
+        if name in seen:
+            raise DataError(
+                f"{path}: line {line}: class name {name!r} appears twice in the header "
+                f"(columns {seen[name]} and {column})"
+            )
+        seen[name] = column
+    return class_names
+
+
+def read_csv_labels(path: str | os.PathLike[str], *, check_images: bool = True) -> MultiLabelSet:
+    """Read a labelled image set from a CSV file in the generic format (see the module docstring).
+
+    Args:
+        path: The CSV file.
+        check_images: Check that every image exists and that its header decodes (``PIL`` ``verify``). This is
+            cheap (about 0.2 ms per JPEG). With ``False`` the file system is not touched beyond the CSV.
+
+    Returns:
+        A :class:`MultiLabelSet` whose ``items`` are the resolved image paths (``str``), ``ids`` the file names as
+        written, ``targets`` an int8 ``(N, C)`` tensor in {1, 0, -1}, ``source`` the CSV path and ``meta`` holding
+        ``csv`` and ``image_root``.
+
+    Raises:
+        DataError: Missing or empty file, bad header (first column not ``filename``, empty or duplicated class
+            name), a row whose column count differs from the header's, a value other than ``1``, ``0``, ``-1`` or
+            empty, an empty or duplicated file name, a file with no rows, and (``check_images``) a missing or
+            unreadable image. Row-level problems are collected and reported together (the first
+            :data:`MAX_REPORTED_ERRORS`), each naming the 1-based line number and the value at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    root = resolve_image_root(path)
+    problems = _Problems(path)
+    filenames: list[str] = []
+    rows: list[list[int]] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            while header is not None and not any(cell.strip() for cell in header):
+                header = next(reader, None)
+            header_line = reader.line_num
+            class_names = _read_header(path, header, header_line)
+            width = len(class_names) + 1
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != width:
+                    problems.add(f"line {line} has {len(row)} columns, header has {width}")
+                    continue
+                filename = row[0].strip()
+                if not filename:
+                    problems.add(f"line {line}: empty file name")
+                    continue
+                if filename in first_line:
+                    problems.add(f"line {line}: file name {filename!r} already appears on line {first_line[filename]}")
+                    continue
+                first_line[filename] = line
+                values: list[int] = []
+                for name, cell in zip(class_names, row[1:], strict=True):
+                    value = _VALUES.get(cell.strip())
+                    if value is None:
+                        problems.add(f"line {line}: value {cell!r} in column {name!r} is not 1, 0, -1 or empty")
+                        value = UNK
+                    values.append(value)
+                filenames.append(filename)
+                rows.append(values)
+                lines.append(line)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
+    if not filenames and not problems.count:
+        raise DataError(f"{path}: no data rows after the header on line {header_line}")
+
+    items: list[str] = []
+    for filename, line in zip(filenames, lines, strict=True):
+        image = Path(filename)
+        resolved = image if image.is_absolute() else root / image
+        items.append(str(resolved))
+        if check_images:
+            reason = _check_image(resolved)
+            if reason is not None:
+                problems.add(f"line {line}: image {filename!r} {reason} (looked at {resolved})")
+    problems.raise_if_any()
+
+    targets = torch.tensor(rows, dtype=torch.int8).reshape(len(rows), len(class_names))
+    return MultiLabelSet(
+        class_names=class_names,
+        targets=targets,
+        items=items,
+        ids=filenames,
+        source=str(path),
+        meta={"csv": str(path), "image_root": str(root)},
+    )
+
+
+def write_csv_labels(path: str | os.PathLike[str], labelset: MultiLabelSet) -> None:
+    """Write ``labelset`` in the generic CSV format, atomically (temporary file, then ``os.replace``).
+
+    The first column holds ``labelset.ids``; unknown entries are written as ``-1``. The result reads back with
+    :func:`read_csv_labels` to the same ids, class names and targets.
+
+    Args:
+        path: Destination file; its folder must exist.
+        labelset: The set to write.
+
+    Raises:
+        DataError: If the destination folder does not exist or cannot be written.
+    """
+    path = Path(path)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: folder {folder} does not exist")
+    targets = labelset.targets.to(torch.int64).tolist()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["filename", *labelset.class_names])
+            for ident, row in zip(labelset.ids, targets, strict=True):
+                writer.writerow([ident, *row])
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,103 @@
+"""A torch ``Dataset`` over a :class:`~mlcl.data.labelset.MultiLabelSet`, with optional multi-view sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mlcl.data.labelset import MultiLabelSet
+from mlcl.errors import DataError
+
+__all__ = ["ImageDataset", "load_image", "pil_to_tensor"]
+
+
+def pil_to_tensor(image: Image.Image) -> Tensor:
+    """The default transform: an RGB PIL image to a float32 ``(3, H, W)`` tensor in ``[0, 1]``."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+def load_image(item: str | np.ndarray, *, index: int | None = None) -> Image.Image:
+    """Open one item of a :class:`MultiLabelSet` as an RGB PIL image.
+
+    Args:
+        item: An image path, or a uint8 array ``(H, W, 3)`` (or ``(H, W)``).
+        index: The item's position, for the error message.
+
+    Raises:
+        DataError: If the file is missing or cannot be decoded; the message names the file.
+    """
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(np.ascontiguousarray(item)).convert("RGB")
+    try:
+        with Image.open(item) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # PIL raises many exception types for a corrupt file
+        where = f" (item {index})" if index is not None else ""
+        raise DataError(f"cannot read image {item}{where}: {type(exc).__name__}: {exc}") from exc
+
+
+class ImageDataset(Dataset):
+    """Images of a :class:`MultiLabelSet` with their targets, for a ``DataLoader``.
+
+    ``dataset[i]`` returns ``(image, target, i)``:
+
+    * ``image``: ``transform(pil_image)`` when ``views == 1``; when ``views > 1``, a tensor
+      ``(views, 3, H, W)`` of ``views`` independent calls of ``transform`` on the same image (for contrastive
+      training, the transform must be random and return equal-shape tensors);
+    * ``target``: float32 ``(C,)`` in {1, 0, -1} (-1 = unknown);
+    * ``i``: the index, an ``int`` (collated into a ``LongTensor``), so that per-sample state can be looked up.
+
+    The object holds only the label set and the transform, so it pickles for ``DataLoader`` workers as long as
+    the transform does.
+
+    Args:
+        labelset: The images and targets.
+        transform: Maps an RGB ``PIL.Image`` to a ``(3, H, W)`` tensor; ``None`` uses :func:`pil_to_tensor`.
+        views: Number of views per image (``>= 1``).
+    """
+
+    def __init__(
+        self,
+        labelset: MultiLabelSet,
+        transform: Callable[[Image.Image], Any] | None = None,
+        *,
+        views: int = 1,
+    ) -> None:
+        if not isinstance(labelset, MultiLabelSet):
+            raise TypeError(f"`labelset` must be a MultiLabelSet, got {type(labelset).__name__}")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"`views` must be an integer >= 1, got {views!r}")
+        self.labelset = labelset
+        self.transform = transform if transform is not None else pil_to_tensor
+        self.views = views
+        self.targets = labelset.targets.to(torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.labelset)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The ``C`` class names."""
+        return self.labelset.class_names
+
+    def __getitem__(self, index: int) -> tuple[Any, Tensor, int]:
+        i = int(index)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {index} is out of range for a dataset of {len(self)} images")
+        i %= len(self)
+        image = load_image(self.labelset.items[i], index=i)
+        if self.views == 1:
+            sample = self.transform(image)
+        else:
+            outs = [self.transform(image) for _ in range(self.views)]
+            if not all(isinstance(out, Tensor) for out in outs):
+                raise TypeError(f"with views={self.views} the transform must return tensors, got {type(outs[0])}")
+            sample = torch.stack(outs)
+        return sample, self.targets[i].clone(), i

@@ -1,0 +1,200 @@
+"""Single-label class folders (``ROOT/<class>/<image>``) read as a multi-label set.
+
+Layout::
+
+    ROOT/<class>/<image>                 (any depth below the class folder)
+    ROOT/<split>/<class>/<image>         (when ROOT holds train/, val/ or test/ folders)
+
+Each image is positive for its folder's class; the other classes are negative (``others="negative"``)
+or unknown (``others="unknown"``, a single-positive view). Classes are the sorted folder names (the
+torchvision ``ImageFolder`` order), taken over every split folder so that all splits share columns.
+
+An image that appears in several class folders is one row, positive for each of those classes. With
+``merge="auto"`` (default) two files are the same image when they are the same file on disk (a
+symlink or a hard link to it) or have the same file name and identical bytes; two different files that
+happen to share a name (``cat/1.jpg``, ``dog/1.jpg``) stay separate. ``merge="name"`` merges on the file
+name alone, ``merge="none"`` never merges.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from mlcl.data.labelset import MultiLabelSet
+from mlcl.data.listfile import OnMissing, check_image_files, read_class_names
+from mlcl.errors import ConfigError, DataError
+from mlcl.targets import NEG, POS, UNK
+
+__all__ = ["IMG_EXTENSIONS", "SPLITS", "read"]
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+#: File extensions read as images (compared in lower case).
+IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+_SPLIT_DIRS = ("train", "val", "test")
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _split_folder(root: Path, split: str | None) -> Path | None:
+    if split is None:
+        return None
+    for name in (split, "val") if split == "test" else (split,):
+        if (root / name).is_dir():
+            return root / name
+    present = [d for d in _SPLIT_DIRS if (root / d).is_dir()]
+    if present:
+        raise DataError(f"{root}: no folder for split {split!r} (split folders present: {', '.join(present)})")
+    return None
+
+
+def _list_images(class_dir: Path, extensions: tuple[str, ...]) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def read(
+    root: str | os.PathLike[str],
+    split: str | None = None,
+    *,
+    others: Literal["negative", "unknown"] = "negative",
+    merge: Literal["auto", "name", "none"] = "auto",
+    class_names: str | os.PathLike[str] | Sequence[str] | None = None,
+    extensions: Sequence[str] = IMG_EXTENSIONS,
+    check_images: bool = True,
+    on_missing: OnMissing = "error",
+) -> MultiLabelSet:
+    """Read ``ROOT[/<split>]/<class>/<image>`` as ``(N, C)`` targets, one positive per class folder.
+
+    ``t[n, c] = 1`` if image ``n`` (after merging, see the module docstring) lies in class folder
+    ``c``, else ``0`` (``others="negative"``) or ``-1`` (``others="unknown"``).
+
+    Args:
+        root: The dataset folder.
+        split: If ``ROOT/<split>`` exists it is read (``"test"`` falls back to ``ROOT/val``); if ROOT has
+            no split folders, the whole of ROOT is returned for any split (the integrator must then
+            split it) and ``meta["split_folder"]`` is ``None``.
+        others: Target of the classes whose folder does not hold the image.
+        merge: ``"auto"``, ``"name"`` or ``"none"`` (see the module docstring).
+        class_names: Fix the columns (a preset, a names file or the names); a class folder not in it is
+            an error, a name without a folder gets an all-``others`` column.
+        extensions: File extensions read as images (lower case, with the dot).
+        check_images: Check that every listed file exists (catches broken symlinks).
+        on_missing: ``"error"`` or ``"skip"`` for broken entries.
+
+    Returns:
+        A :class:`MultiLabelSet` with ``ids`` relative to ``root`` (the first occurrence of a merged image)
+        and ``meta["num_merged"]`` the number of files merged into another row.
+
+    Raises:
+        DataError: No class folders, a class folder not in ``class_names``, a missing split folder.
+    """
+    if others not in ("negative", "unknown"):
+        raise ConfigError(f"others must be 'negative' or 'unknown', got {others!r}")
+    if merge not in ("auto", "name", "none"):
+        raise ConfigError(f"merge must be 'auto', 'name' or 'none', got {merge!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    folder = _split_folder(root, split)
+    data_dir = folder if folder is not None else root
+    if folder is not None:
+        found = sorted({c for d in _SPLIT_DIRS if (root / d).is_dir() for c in _class_dirs(root / d)})
+    else:
+        found = _class_dirs(root)
+    if class_names is not None:
+        names = read_class_names(class_names)
+        extra = [c for c in found if c not in names]
+        if extra:
+            raise DataError(f"{data_dir}: class folder {extra[0]!r} is not among the given class names")
+    else:
+        names = found
+    if not names:
+        raise DataError(f"{data_dir}: no class folders found (expected {data_dir}/<class>/<image>)")
+    exts = tuple(e.lower() for e in extensions)
+
+    group_of_inode: dict[tuple[int, int], int] = {}
+    groups_by_name: dict[str, list[int]] = {}
+    items: list[str] = []
+    classes: list[set[int]] = []
+    n_files = 0
+    for c, name in enumerate(names):
+        class_dir = data_dir / name
+        if not class_dir.is_dir():
+            continue
+        for path in _list_images(class_dir, exts):
+            n_files += 1
+            base = os.path.basename(path)
+            group = None
+            key = None
+            if merge == "name":
+                same = groups_by_name.get(base)
+                group = same[0] if same else None
+            elif merge == "auto":
+                try:
+                    st = os.stat(path)
+                    key = (st.st_dev, st.st_ino)
+                except OSError:
+                    st = None
+                group = group_of_inode.get(key) if key is not None else None
+                if group is None and st is not None:
+                    for g in groups_by_name.get(base, ()):
+                        try:
+                            if os.path.getsize(items[g]) == st.st_size and filecmp.cmp(items[g], path, shallow=False):
+                                group = g
+                                break
+                        except OSError:
+                            continue
+            if group is None:
+                group = len(items)
+                items.append(os.path.abspath(path))
+                classes.append(set())
+                groups_by_name.setdefault(base, []).append(group)
+            if key is not None:
+                group_of_inode.setdefault(key, group)
+            classes[group].add(c)
+
+    targets = np.full((len(items), len(names)), NEG if others == "negative" else UNK, dtype=np.int8)
+    for n, cs in enumerate(classes):
+        targets[n, sorted(cs)] = POS
+    root_abs = os.path.abspath(root)
+    ids = [os.path.relpath(p, root_abs).replace(os.sep, "/") for p in items]
+    meta: dict = {
+        "dataset": "folder",
+        "split": split,
+        "split_folder": str(folder) if folder is not None else None,
+        "num_files": n_files,
+        "num_merged": n_files - len(items),
+        "merge": merge,
+        "others": others,
+    }
+    if check_images:
+        kept, missing = check_image_files(items, ids.__getitem__, source=str(data_dir), on_missing=on_missing)
+        if missing:
+            meta["missing_images"] = missing
+            items = [items[i] for i in kept]
+            ids = [ids[i] for i in kept]
+            targets = targets[kept]
+    return MultiLabelSet(
+        class_names=list(names),
+        targets=torch.from_numpy(np.ascontiguousarray(targets)),
+        items=items,
+        ids=ids,
+        source=str(data_dir),
+        meta=meta,
+    )

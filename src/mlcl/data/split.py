@@ -1,0 +1,122 @@
+"""Seeded hold-out splits and the small JSON file that records one in a run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mlcl.errors import ConfigError, DataError
+
+__all__ = ["SPLIT_FORMAT", "holdout_split", "load_split", "save_split"]
+
+#: Value of the ``format`` key of a split file.
+SPLIT_FORMAT = "mlcl-split"
+
+
+def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into a training part and a held-out validation part.
+
+    A permutation of ``range(n)`` is drawn with ``numpy.random.default_rng(seed)``; its first
+    ``n_val = max(1, round(fraction * n))`` entries form the validation part, the rest the training part. Record
+    the result with :func:`save_split`, since it is reproducible only for the same ``n``, seed and NumPy stream.
+
+    Args:
+        n: Number of items (at least 2).
+        fraction: Validation fraction, in ``(0, 1)``.
+        seed: Seed of the permutation.
+
+    Returns:
+        ``(train_idx, val_idx)``: sorted int64 arrays, disjoint, together ``range(n)``, with
+        ``len(val_idx) = n_val`` (at most ``n - 1``).
+
+    Raises:
+        ConfigError: If ``n < 2`` or ``fraction`` is not in ``(0, 1)``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ConfigError(f"holdout_split: `n` must be an integer >= 2, got {n!r}")
+    if not isinstance(fraction, (int, float)) or not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
+        raise ConfigError(f"holdout_split: `fraction` must be in (0, 1), got {fraction!r}")
+    n_val = min(max(1, round(fraction * n)), n - 1)
+    order = np.random.default_rng(seed).permutation(int(n))
+    return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_split(path: str | os.PathLike[str], ids_train: Sequence[str], ids_val: Sequence[str]) -> None:
+    """Write the ids of a train/validation split to a JSON file, atomically.
+
+    The file is ``{"format": "mlcl-split", "version": 1, "num_train": ..., "num_val": ..., "train": [...],
+    "val": [...]}``.
+
+    Args:
+        path: Destination file (its folder must exist).
+        ids_train: Ids of the training items.
+        ids_val: Ids of the validation items.
+
+    Raises:
+        ValueError: If an id is not a string, appears twice, or is in both parts.
+        DataError: If the destination folder does not exist.
+    """
+    train = [str(i) for i in ids_train]
+    val = [str(i) for i in ids_val]
+    for name, ids, given in (("ids_train", train, ids_train), ("ids_val", val, ids_val)):
+        for ident in given:
+            if not isinstance(ident, str):
+                raise ValueError(f"save_split: `{name}` must hold strings, got {ident!r}")
+        if len(set(ids)) != len(ids):
+            dup = next(i for i, count in Counter(ids).items() if count > 1)
+            raise ValueError(f"save_split: `{name}` holds id {dup!r} twice")
+    both = set(train) & set(val)
+    if both:
+        raise ValueError(f"save_split: id {sorted(both)[0]!r} is in both `ids_train` and `ids_val`")
+    payload = {"format": SPLIT_FORMAT, "version": 1, "num_train": len(train), "num_val": len(val)}
+    payload.update({"train": train, "val": val})
+    _atomic_write_text(Path(path), json.dumps(payload, indent=1) + "\n")
+
+
+def load_split(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Read a split written by :func:`save_split`.
+
+    Returns:
+        ``(ids_train, ids_val)``.
+
+    Raises:
+        DataError: If the file is missing, is not JSON, or lacks the ``train``/``val`` lists of strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a JSON split file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != SPLIT_FORMAT:
+        raise DataError(f"{path}: not an mlcl split file (expected 'format': '{SPLIT_FORMAT}')")
+    parts = []
+    for key in ("train", "val"):
+        ids = payload.get(key)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise DataError(f"{path}: key '{key}' must be a list of strings, got {type(ids).__name__}")
+        parts.append(ids)
+    return parts[0], parts[1]

@@ -1,0 +1,163 @@
+"""The one module that turns a :class:`~mlcl.engine.config.Config` into components' explicit arguments."""
+
+from __future__ import annotations
+
+import copy
+
+import timm.data
+from torch import nn
+
+from mlcl.engine.config import Config
+from mlcl.engine.criterion import Criterion
+from mlcl.engine.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
+from mlcl.errors import ConfigError
+from mlcl.models.classifier import MultiLabelClassifier
+from mlcl.models.factory import create_model
+
+__all__ = [
+    "criterion_from_config",
+    "mulcon_stage_configs",
+    "model_from_config",
+    "normalisation_from_config",
+    "optimizer_from_config",
+    "parse_loss_name",
+    "projection_from_config",
+    "scheduler_from_config",
+]
+
+
+def parse_loss_name(name: str) -> tuple[str, bool]:
+    """``"hill+clml"`` -> ``("hill", True)``; ``"bce"`` -> ``("bce", False)``."""
+    parts = [p.strip() for p in name.split("+") if p.strip()]
+    if not parts:
+        raise ConfigError(f"`loss.name` is empty: {name!r}")
+    use_clml = "clml" in parts[1:]
+    rest = [p for p in parts[1:] if p != "clml"]
+    if rest or parts[0] == "clml":
+        raise ConfigError(f"`loss.name` must be BASE or BASE+clml, got {name!r}")
+    return parts[0], use_clml
+
+
+def projection_from_config(cfg: Config) -> str | None:
+    """Which projection the model computes: ``label``, ``image`` or ``None``."""
+    mode = cfg.loss.contrastive
+    if mode == "none":
+        return None
+    if mode == "label" and cfg.model.head != "mulcon":
+        raise ConfigError("`loss.contrastive=label` (MulCon's label-level SupCon) needs `model.head=mulcon`")
+    return mode
+
+
+def model_from_config(cfg: Config, num_classes: int) -> MultiLabelClassifier:
+    """Build the model described by ``cfg.model`` (and the projection ``cfg.loss`` needs)."""
+    m = cfg.model
+    return create_model(
+        m.backbone,
+        num_classes,
+        head=m.head,
+        pretrained=m.pretrained,
+        weights=m.weights,
+        drop_rate=m.drop_rate,
+        projection=projection_from_config(cfg),
+        head_dim=m.head_dim,
+        head_heads=m.head_heads,
+        head_num_sab=m.head_num_sab,
+        proj_hidden=m.proj_hidden,
+        proj_dim=m.proj_dim,
+    )
+
+
+def normalisation_from_config(cfg: Config, model: MultiLabelClassifier) -> tuple[list[float], list[float]]:
+    """``data.mean``/``data.std``, or the backbone's own (timm's pretrained config) when unset."""
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        return list(cfg.data.mean), list(cfg.data.std)
+    resolved = timm.data.resolve_data_config({}, model=model.backbone.model)
+    return [float(v) for v in resolved["mean"]], [float(v) for v in resolved["std"]]
+
+
+def criterion_from_config(cfg: Config) -> Criterion:
+    """Build the objective described by ``cfg.loss``."""
+    from mlcl.losses import CLML, ImageSupConLoss, LabelSupConLoss, build_loss
+
+    c = cfg.loss
+    base_name, use_clml = parse_loss_name(c.name)
+    try:
+        base = build_loss(base_name, reduction=c.reduction, **c.options)
+    except TypeError as e:
+        raise ConfigError(f"`loss.options` {c.options} do not fit loss {base_name!r}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    clml = CLML(tau=c.clml_tau, lam=c.clml_weight, start_epoch=c.clml_start_epoch) if use_clml else None
+    contrastive: nn.Module | None = None
+    if c.contrastive == "label":
+        contrastive = LabelSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau, denominator_size=c.denominator_size)
+    elif c.contrastive == "image":
+        contrastive = ImageSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau)
+    return Criterion(base, clml=clml, contrastive=contrastive, contrastive_weight=c.contrastive_weight)
+
+
+def optimizer_from_config(cfg: Config, model: nn.Module):
+    """Optimiser over the parameter groups of ``model`` (backbone / attention / head rates)."""
+    o = cfg.optim
+    backbone_lr = o.backbone_lr
+    if backbone_lr is None:  # a pretrained backbone is fine-tuned 10x slower than the new head
+        backbone_lr = o.lr * 0.1 if (cfg.model.weights or cfg.model.pretrained) else o.lr
+    groups = param_groups(
+        model, lr=o.lr, backbone_lr=backbone_lr, attention_lr=o.attention_lr, weight_decay=o.weight_decay
+    )
+    return build_optimizer(groups, o.name, momentum=o.momentum, betas=(o.betas[0], o.betas[1]))
+
+
+def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):
+    """Per-iteration ``LambdaLR`` for ``cfg.optim.schedule`` over ``cfg.train.epochs``."""
+    o = cfg.optim
+    mult = lr_multiplier(
+        o.schedule,
+        total_steps=cfg.train.epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=round(o.warmup_epochs * steps_per_epoch),
+        pct_start=o.pct_start,
+        step_size_epochs=o.step_size,
+        gamma=o.gamma,
+        min_ratio=o.min_lr_ratio,
+    )
+    return build_scheduler(optimizer, mult)
+
+
+def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
+    """The two stages of ``train.method=mulcon`` (official schedule; see :class:`MulconConfig`).
+
+    Stage 1: mulcon head, base loss only, AdamW, warm-up then cosine, ``stage1_*`` rates, EMA.
+    Stage 2: two views, ``base + contrastive_weight * label SupCon``, SGD with momentum 0.9, a step schedule,
+    ``stage2_lr`` for classifiers and projector and ``stage2_backbone_lr`` for the backbone and the attention
+    block; initialised from stage 1's best (EMA) weights.
+    """
+    mc = cfg.mulcon
+    s1 = copy.deepcopy(cfg)
+    s1.train.method = "standard"
+    s1.model.head = "mulcon"
+    s1.loss.contrastive = "none"
+    s1.data.views = 1
+    s1.optim.name = "adamw"
+    s1.optim.schedule = "cosine"
+    s1.optim.lr = mc.stage1_lr
+    s1.optim.attention_lr = mc.stage1_lr
+    s1.optim.backbone_lr = mc.stage1_backbone_lr
+    s1.optim.warmup_epochs = mc.stage1_warmup_epochs
+    s1.train.epochs = mc.stage1_epochs
+    s2 = copy.deepcopy(cfg)
+    s2.train.method = "standard"
+    s2.model.head = "mulcon"
+    s2.loss.contrastive = "label"
+    s2.data.views = 2
+    s2.optim.name = "sgd"
+    s2.optim.momentum = 0.9
+    s2.optim.schedule = "step"
+    s2.optim.step_size = mc.stage2_step_size
+    s2.optim.gamma = 0.1
+    s2.optim.lr = mc.stage2_lr
+    s2.optim.backbone_lr = mc.stage2_backbone_lr
+    s2.optim.attention_lr = mc.stage2_backbone_lr
+    s2.train.epochs = mc.stage2_epochs
+    s2.train.batch_size = mc.stage2_batch_size
+    return s1, s2

@@ -1,0 +1,441 @@
+"""Typed configuration: dataclasses, YAML loading and dotted overrides.
+
+This module is the only place that turns configuration into values; components take explicit arguments.
+A configuration is a :class:`Config` made of sections (``data``, ``model``, ``loss``, ``optim``, ``train``,
+``mulcon``, ``run``). It loads from YAML (``--config FILE``), and any field is set with ``-o section.key=value``
+(the value is parsed as YAML, then checked against the field's type). Unknown sections or keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+
+from mlcl.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "MulconConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """Data options.
+
+    Attributes:
+        train: Training data: ``builtin``, a CSV file, or ``KIND:PATH`` (``coco``, ``voc2007``, ``voc2012``,
+            ``nuswide``, ``list``, ``folder``, ``csv``).
+        val: Validation data (same forms). ``None``: the dataset's own validation split if it has one
+            (``builtin``), else a seeded hold-out of ``val_fraction`` of the training data, recorded in the run
+            folder as ``split.json``.
+        test: Data evaluated once at the end with the best checkpoint (written to ``metrics.json``). ``None``:
+            the dataset's own test split if it has one (``builtin``), else nothing (``metrics.json`` then holds
+            the validation metrics).
+        image_size: Square input size. ``None``: the dataset's native size (48 for ``builtin``), else 224.
+        val_fraction: Fraction held out for validation when ``val`` is not given.
+        missing: Missing-label protocol applied to the training targets (``none``, ``drop:R``,
+            ``single-positive``, ``keep-half-plus-one``, ``keep-fifth-plus-one``, ``partial:P``).
+        missing_seed: Seed of the protocol; ``None`` uses ``train.seed``.
+        views: Augmented views per training image (2 for contrastive training).
+        augment: Training augmentation preset: ``none``, ``light`` (crops, no flip), ``default`` (crops, flip,
+            colour jitter), ``strong`` (``default`` + RandAugment). ``None``: ``light`` for ``builtin`` (digits
+            must not be mirrored), ``default`` otherwise.
+        mean: Normalisation mean (RGB in [0, 1]); ``None``: the backbone's own (timm's pretrained config).
+        std: Normalisation standard deviation; ``None``: the backbone's own.
+        num_workers: DataLoader workers.
+        check_images: Check at load time that every image exists and can be opened.
+    """
+
+    train: str = "builtin"
+    val: str | None = None
+    test: str | None = None
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    missing: str = "none"
+    missing_seed: int | None = None
+    views: int = 1
+    augment: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    num_workers: int = 2
+    check_images: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Model options.
+
+    Attributes:
+        backbone: Any timm model name.
+        pretrained: Load timm's pretrained weights from its hub (needs internet).
+        weights: Local backbone weights (a state dict file), loaded through timm's own file loading.
+        head: ``linear`` (global pool + linear) or ``mulcon`` (label-level attention, per-label classifiers).
+        drop_rate: Dropout before the linear classifier.
+        head_dim: Width ``d`` of the label-level embeddings (mulcon head).
+        head_heads: Attention heads (mulcon head).
+        head_num_sab: Self-attention blocks on the feature tokens before the label cross-attention.
+        proj_hidden: Hidden width of the projection head used by contrastive losses.
+        proj_dim: Output width of the projection head.
+    """
+
+    backbone: str = "resnet10t"
+    pretrained: bool = False
+    weights: str | None = None
+    head: str = "linear"
+    drop_rate: float = 0.0
+    head_dim: int = 1024
+    head_heads: int = 4
+    head_num_sab: int = 2
+    proj_hidden: int = 1024
+    proj_dim: int = 128
+
+
+@dataclass
+class LossConfig:
+    """Loss options.
+
+    Attributes:
+        name: Base loss name (``mlcl list losses``), optionally ``BASE+clml`` to pair it with CLML.
+        reduction: ``mean`` (average over the entries the loss counts) or ``sum`` (the official CLML / ASL
+            configuration: summed over all entries of the batch).
+        options: Extra keyword arguments of the base loss (e.g. ``{gamma_neg: 4}``).
+        clml_weight: CLML weight lambda.
+        clml_tau: CLML label-correction threshold.
+        clml_start_epoch: First (0-based) epoch with CLML's label correction.
+        contrastive: ``none``, ``label`` (MulCon's label-level SupCon; needs ``model.head=mulcon``) or
+            ``image`` (image-level multi-label SupCon on the pooled embedding).
+        contrastive_weight: Weight of the contrastive term.
+        con_tau: Contrastive temperature.
+        con_base_tau: Contrastive base temperature.
+        denominator_size: MulCon's hard-negative fill (0: off).
+    """
+
+    name: str = "bce"
+    reduction: str = "mean"
+    options: dict[str, Any] = field(default_factory=dict)
+    clml_weight: float = 1.0
+    clml_tau: float = 0.75
+    clml_start_epoch: int = 1
+    contrastive: str = "none"
+    contrastive_weight: float = 0.5
+    con_tau: float = 0.2
+    con_base_tau: float = 0.2
+    denominator_size: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule.
+
+    Attributes:
+        name: ``adam``, ``adamw`` or ``sgd``.
+        lr: Peak learning rate of the head (and of every parameter unless ``backbone_lr`` is set).
+        backbone_lr: Peak learning rate of the backbone; ``None``: ``lr / 10`` for a pretrained backbone
+            (``model.weights`` or ``model.pretrained``), else ``lr``.
+        attention_lr: Peak learning rate of the mulcon head's attention block; ``None`` uses ``lr``.
+        weight_decay: Weight decay (not applied to biases and normalisation weights).
+        momentum: SGD momentum.
+        betas: Adam betas.
+        schedule: ``onecycle``, ``cosine`` (linear warm-up then cosine), ``step`` or ``constant``.
+        warmup_epochs: Warm-up length for ``cosine`` (fraction allowed).
+        pct_start: Share of the run spent increasing the rate for ``onecycle``.
+        step_size: Epochs between decays for ``step``.
+        gamma: Decay factor for ``step``.
+        min_lr_ratio: Final rate as a fraction of the peak for ``cosine``.
+        clip_grad_norm: Clip the gradient norm to this value (``None``: off).
+    """
+
+    name: str = "adamw"
+    lr: float = 2e-3
+    backbone_lr: float | None = None
+    attention_lr: float | None = None
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    pct_start: float = 0.2
+    step_size: int = 20
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Training loop.
+
+    Attributes:
+        method: ``standard`` (one stage) or ``mulcon`` (stage 1 BCE, then stage 2 BCE + contrastive from
+            stage 1's EMA weights; see the ``mulcon`` section).
+        epochs: Epochs.
+        batch_size: Global batch size (split evenly over processes under torchrun).
+        seed: Seed of everything (data order, augmentation, initialisation, missing labels).
+        amp: Mixed precision: ``auto`` (float16 with a GradScaler on CUDA, off on CPU), ``off``, ``fp16``,
+            ``bf16``.
+        ema: Keep an exponential moving average of the weights (evaluated and saved).
+        ema_decay: EMA decay (with timm's warm-up, so short runs work).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        init_from: A checkpoint whose weights initialise the model (EMA weights when it has them).
+        max_steps_per_epoch: Truncate every epoch (smoke tests).
+        stop_after: Stop after this many epochs while keeping the schedule of ``epochs`` (a run can then be
+            continued with ``--resume``).
+        eval_every: Evaluate every N epochs (and always after the last).
+    """
+
+    method: str = "standard"
+    epochs: int = 5
+    batch_size: int = 64
+    seed: int = 0
+    amp: str = "auto"
+    ema: bool = True
+    ema_decay: float = 0.999
+    device: str = "auto"
+    init_from: str | None = None
+    max_steps_per_epoch: int | None = None
+    stop_after: int | None = None
+    eval_every: int = 1
+
+
+@dataclass
+class MulconConfig:
+    """The two-stage MulCon schedule (``train.method=mulcon``); defaults follow the official code.
+
+    Stage 1 trains with the base loss only (AdamW, warm-up then cosine, EMA). Stage 2 starts from stage 1's
+    EMA weights with two views per image and ``base + contrastive_weight * label SupCon`` (SGD, step
+    schedule). The ``optim``/``train`` sections are ignored for the fields set here.
+
+    Attributes:
+        stage1_epochs: Epochs of stage 1.
+        stage1_lr: Head learning rate of stage 1 (official 2e-4).
+        stage1_backbone_lr: Backbone learning rate of stage 1 (official 2e-5).
+        stage1_warmup_epochs: Linear warm-up of stage 1 (official 5 of 25).
+        stage2_epochs: Epochs of stage 2.
+        stage2_lr: Learning rate of the projector and classifiers in stage 2 (official 0.01).
+        stage2_backbone_lr: Learning rate of the backbone and attention block in stage 2 (official 0.001).
+        stage2_step_size: StepLR period of stage 2 (official 20).
+        stage2_batch_size: Images per batch in stage 2 (each gives two views; official 24).
+    """
+
+    stage1_epochs: int = 25
+    stage1_lr: float = 2e-4
+    stage1_backbone_lr: float = 2e-5
+    stage1_warmup_epochs: float = 5.0
+    stage2_epochs: int = 20
+    stage2_lr: float = 0.01
+    stage2_backbone_lr: float = 0.001
+    stage2_step_size: int = 20
+    stage2_batch_size: int = 24
+
+
+@dataclass
+class RunConfig:
+    """Outputs.
+
+    Attributes:
+        out: Run folder; ``None``: ``runs/<UTC timestamp>``.
+        threshold: Decision threshold of CP/CR/CF1/OP/OR/OF1.
+        ap_variant: AP variant reported as ``mAP`` (``nonint``, ``voc11``, ``mlgcn``).
+        progress: Show a progress bar.
+        tensorboard: Write TensorBoard events.
+    """
+
+    out: str | None = None
+    threshold: float = 0.5
+    ap_variant: str = "nonint"
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mulcon: MulconConfig = field(default_factory=MulconConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.augment": ("none", "light", "default", "strong"),
+    "model.head": ("linear", "mulcon"),
+    "loss.reduction": ("mean", "sum"),
+    "loss.contrastive": ("none", "label", "image"),
+    "optim.name": ("adam", "adamw", "sgd"),
+    "optim.schedule": ("onecycle", "cosine", "step", "constant"),
+    "train.method": ("standard", "mulcon"),
+    "train.amp": ("auto", "off", "fp16", "bf16"),
+    "run.ap_variant": ("nonint", "voc11", "mlgcn"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"`{key}` must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"`{key}` must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{key}` must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"`{key}` must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"`{key}` must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"`{key}` must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"`{key}` must be a string, got {value!r}")
+    raise ConfigError(f"`{key}`: unsupported type {tp}")
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"config key must be `section.key`, got {key!r}")
+    section_name, name = parts
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if section_name not in sections:
+        raise ConfigError(f"unknown config section {section_name!r} in {key!r}; sections: {', '.join(sections)}")
+    section = getattr(cfg, section_name)
+    types_ = _section_types(type(section))
+    if name not in types_:
+        raise ConfigError(f"unknown config key {key!r}; keys of `{section_name}`: {', '.join(types_)}")
+    coerced = _coerce(value, types_[name], key)
+    if key in CHOICES and coerced is not None and coerced not in CHOICES[key]:
+        raise ConfigError(f"`{key}` must be one of {', '.join(CHOICES[key])}, got {coerced!r}")
+    setattr(section, name, coerced)
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
+    """Build a :class:`Config` from a nested mapping; unknown sections or keys raise :class:`ConfigError`."""
+    cfg = Config()
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
+        for key, value in values.items():
+            try:
+                _set(cfg, f"{section}.{key}", value)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The configuration as a plain nested dict (YAML/JSON-able)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to ``cfg`` in place and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override must be `section.key=value`, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse the value of override {item!r}: {e}") from None
+        _set(cfg, key.strip(), value)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML configuration (or the defaults) and apply overrides.
+
+    Args:
+        path: YAML file with sections as top-level keys, or ``None`` for the defaults.
+        overrides: ``section.key=value`` strings.
+
+    Returns:
+        The resolved :class:`Config`.
+
+    Raises:
+        ConfigError: For a missing or unparsable file, an unknown key, or a value of the wrong type.
+    """
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        cfg = config_from_dict(data or {}, source=str(p))
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (atomically)."""
+    from mlcl.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,147 @@
+"""Inference from a checkpoint alone: ``Predictor.from_checkpoint(path).predict(images)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from mlcl.data.dataset import load_image
+from mlcl.data.transforms import build_transform
+from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
+from mlcl.engine.config import Config, config_from_dict
+from mlcl.errors import ConfigError, DataError
+from mlcl.models.classifier import MultiLabelClassifier
+from mlcl.models.factory import create_model
+
+__all__ = ["IMAGE_EXTENSIONS", "Predictor", "find_images"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def find_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files; a missing path is a DataError."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"image or folder not found: {p}")
+    if not out:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}")
+    return out
+
+
+class Predictor:
+    """A trained model with its preprocessing and class names, ready for inference.
+
+    Args:
+        model: The classifier (in eval mode).
+        config: The run's resolved configuration (image size and normalisation are read from it).
+        class_names: ``C`` class names.
+        device: Where to run.
+    """
+
+    def __init__(
+        self, model: MultiLabelClassifier, config: Config, class_names: list[str], device: torch.device
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.config = config
+        self.class_names = list(class_names)
+        self.device = device
+        d = config.data
+        self.image_size = int(d.image_size or 224)
+        self.transform = build_transform(self.image_size, train=False, mean=d.mean or [0.5] * 3, std=d.std or [0.5] * 3)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+        """Rebuild the model of a checkpoint (no other file is needed: backbone weights come from it).
+
+        Args:
+            path: A ``best.pt``/``last.pt`` file, or a run folder (its ``best.pt``; for a MulCon run the last
+                stage's).
+            device: Device to run on.
+        """
+        p = Path(path)
+        if p.is_dir() and not (p / "best.pt").is_file() and (p / "stage2" / "best.pt").is_file():
+            p = p / "stage2"
+        state = load_checkpoint(p)
+        cfg = config_from_dict(state["config"], source=str(state["path"]))
+        m = cfg.model
+        model = create_model(
+            m.backbone,
+            len(state["class_names"]),
+            head=m.head,
+            pretrained=False,
+            weights=None,
+            drop_rate=m.drop_rate,
+            projection=cfg.loss.contrastive if cfg.loss.contrastive != "none" else None,
+            head_dim=m.head_dim,
+            head_heads=m.head_heads,
+            head_num_sab=m.head_num_sab,
+            proj_hidden=m.proj_hidden,
+            proj_dim=m.proj_dim,
+        )
+        model.load_state_dict(inference_state_dict(state))
+        return cls(model, cfg, state["class_names"], torch.device(device))
+
+    def _batch(self, images: Sequence[Any]) -> Tensor:
+        tensors = []
+        for item in images:
+            if isinstance(item, Image.Image):
+                img = item.convert("RGB")
+            elif isinstance(item, np.ndarray):
+                img = Image.fromarray(item).convert("RGB")
+            else:
+                img = load_image(str(item))
+            tensors.append(self.transform(img))
+        return torch.stack(tensors).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[Any] | Tensor, *, batch_size: int = 32) -> Tensor:
+        """Probabilities ``(N, C)`` for image paths, PIL images, uint8 arrays or a preprocessed tensor."""
+        if isinstance(images, Tensor):
+            return torch.sigmoid(self.model(images.to(self.device)).logits.float()).cpu()
+        out = []
+        for i in range(0, len(images), batch_size):
+            out.append(torch.sigmoid(self.model(self._batch(images[i : i + batch_size])).logits.float()).cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.class_names))
+
+    def decide(self, probs: Tensor, *, threshold: float | None = 0.5, top_k: int | None = None) -> list[list[str]]:
+        """Predicted label names per image: ``prob >= threshold``, or the ``top_k`` highest."""
+        if top_k is not None:
+            if top_k < 1:
+                raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+            idx = probs.topk(min(top_k, probs.shape[1]), dim=1).indices
+            return [[self.class_names[j] for j in row.tolist()] for row in idx]
+        thr = 0.5 if threshold is None else threshold
+        return [[self.class_names[j] for j in (row >= thr).nonzero().flatten().tolist()] for row in probs]
+
+    @torch.no_grad()
+    def attention_maps(self, image: Any) -> tuple[Tensor, Tensor]:
+        """Label attention maps of one image (mulcon head): ``(probs (C,), maps (C, S, S))`` in [0, 1].
+
+        The cross-attention of each label over the feature tokens, averaged over heads, reshaped to the
+        feature grid and upsampled (bilinear) to the input size ``S``.
+        """
+        if self.model.head_type != "mulcon":
+            raise ConfigError("--explain needs a checkpoint trained with the label-attention head (model.head=mulcon)")
+        x = self._batch([image])
+        out = self.model(x)
+        hw = self.model.backbone.feature_grid(self.image_size)
+        if hw is None:
+            raise ConfigError(f"cannot map the tokens of backbone {self.model.backbone.name} to an image grid")
+        maps = out.attn[0].float().mean(0).reshape(-1, 1, *hw)
+        maps = F.interpolate(maps, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        maps = maps[:, 0]
+        lo = maps.flatten(1).min(1).values[:, None, None]
+        hi = maps.flatten(1).max(1).values[:, None, None]
+        return torch.sigmoid(out.logits[0].float()).cpu(), ((maps - lo) / (hi - lo).clamp_min(1e-12)).cpu()

@@ -1,0 +1,83 @@
+"""Multi-label losses for training with missing labels, and CLML.
+
+Element-wise losses share one calling convention, ``loss(logits, targets) -> Tensor`` with ``targets``
+``(N, C)`` in {1, 0, -1} (positive, negative, unknown) and ``reduction`` in {"mean", "sum", "none"}.
+:data:`LOSSES` maps the CLI names to the classes; :func:`build_loss` instantiates one by name.
+:class:`CLML` takes ``(features, logits, targets)`` and is added on top of a base loss.
+Losses whose behaviour depends on the epoch (SPLC, LL-*, CLML) expose ``set_epoch(epoch)`` (0-based),
+which the trainer calls before each epoch. See ``docs/losses.md`` for equations and normalisers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlcl.losses.asl import AsymmetricLoss as AsymmetricLoss
+from mlcl.losses.asl import FocalLoss as FocalLoss
+from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
+from mlcl.losses.bce import BCELoss as BCELoss
+from mlcl.losses.bce import EpochScheduled as EpochScheduled
+from mlcl.losses.bce import MultiLabelLoss as MultiLabelLoss
+from mlcl.losses.clml import CLML as CLML
+from mlcl.losses.cole import ExpectedPositiveRegularization as ExpectedPositiveRegularization
+from mlcl.losses.cole import WeakAssumeNegativeLoss as WeakAssumeNegativeLoss
+from mlcl.losses.hill import Hill as Hill
+from mlcl.losses.large_loss import LargeLossPermanentCorrection as LargeLossPermanentCorrection
+from mlcl.losses.large_loss import LargeLossRejection as LargeLossRejection
+from mlcl.losses.large_loss import LargeLossTemporaryCorrection as LargeLossTemporaryCorrection
+from mlcl.losses.splc import SPLC as SPLC
+from mlcl.losses.supcon import ImageSupConLoss as ImageSupConLoss
+from mlcl.losses.supcon import LabelSupConLoss as LabelSupConLoss
+
+__all__ = [
+    "CLML",
+    "LOSSES",
+    "SPLC",
+    "AssumeNegativeBCELoss",
+    "AsymmetricLoss",
+    "BCELoss",
+    "EpochScheduled",
+    "ExpectedPositiveRegularization",
+    "FocalLoss",
+    "Hill",
+    "ImageSupConLoss",
+    "LabelSupConLoss",
+    "LargeLossPermanentCorrection",
+    "LargeLossRejection",
+    "LargeLossTemporaryCorrection",
+    "MultiLabelLoss",
+    "WeakAssumeNegativeLoss",
+    "build_loss",
+]
+
+#: CLI name -> element-wise loss class (all take ``forward(logits, targets)``).
+LOSSES: dict[str, type[MultiLabelLoss]] = {
+    "bce": BCELoss,
+    "bce-an": AssumeNegativeBCELoss,
+    "wan": WeakAssumeNegativeLoss,
+    "epr": ExpectedPositiveRegularization,
+    "focal": FocalLoss,
+    "asl": AsymmetricLoss,
+    "hill": Hill,
+    "splc": SPLC,
+    "ll-r": LargeLossRejection,
+    "ll-ct": LargeLossTemporaryCorrection,
+    "ll-cp": LargeLossPermanentCorrection,
+}
+
+
+def build_loss(name: str, **kwargs: Any) -> MultiLabelLoss:
+    """Instantiate the loss registered under ``name`` in :data:`LOSSES` with ``kwargs``.
+
+    Args:
+        name: CLI name, e.g. ``"asl"`` (case-insensitive).
+        **kwargs: Constructor arguments of that class (e.g. ``reduction="sum"``, ``gamma_pos=0``).
+
+    Raises:
+        ValueError: For an unknown name (the message lists the valid ones).
+        TypeError: For a keyword the class does not accept.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
+    return LOSSES[key](**kwargs)

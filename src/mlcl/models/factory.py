@@ -1,0 +1,64 @@
+"""Build models from explicit arguments."""
+
+from __future__ import annotations
+
+from mlcl.models.backbone import TimmBackbone
+from mlcl.models.classifier import MultiLabelClassifier
+
+__all__ = ["create_model"]
+
+
+def create_model(
+    backbone: str = "resnet10t",
+    num_classes: int = 10,
+    *,
+    head: str = "linear",
+    pretrained: bool = False,
+    weights: str | None = None,
+    drop_rate: float = 0.0,
+    projection: str | None = None,
+    head_dim: int = 1024,
+    head_heads: int = 4,
+    head_num_sab: int = 2,
+    proj_hidden: int = 1024,
+    proj_dim: int = 128,
+) -> MultiLabelClassifier:
+    """Create a multi-label classifier on any timm backbone.
+
+    Args:
+        backbone: timm model name (``resnet50``, ``tf_efficientnet_lite0``, ``vit_small_patch16_224``, ...).
+        num_classes: Number of labels ``C``.
+        head: ``"linear"`` (global pool + linear) or ``"mulcon"`` (label-level attention, per-label
+            classifiers, projection head).
+        pretrained: Load timm's pretrained weights from its hub (needs internet).
+        weights: Local backbone weights file (a state dict), e.g. ``tf_efficientnet_lite0.pth``.
+        drop_rate: Dropout before the linear classifier.
+        projection: ``None``, ``"label"`` or ``"image"``: which projection ``forward`` computes for a
+            contrastive loss.
+        head_dim: Label-embedding width ``d`` of the mulcon head (paper: 1024).
+        head_heads: Attention heads of the mulcon head (paper: 4).
+        head_num_sab: Self-attention blocks on the feature tokens (official code: 2).
+        proj_hidden: Hidden width of the projection head (paper: 1024).
+        proj_dim: Projection width (paper: 128).
+
+    Returns:
+        A :class:`~mlcl.models.classifier.MultiLabelClassifier` whose ``forward(images)`` returns a
+        :class:`~mlcl.models.classifier.ModelOutput` with ``logits`` of shape ``(B, num_classes)``.
+
+    Example:
+        >>> import torch, mlcl
+        >>> model = mlcl.create_model("resnet10t", num_classes=5)
+        >>> model(torch.zeros(2, 3, 64, 64)).logits.shape
+        torch.Size([2, 5])
+    """
+    net = TimmBackbone(backbone, pretrained=pretrained, weights=weights)
+    head_kwargs = {
+        "dim": head_dim,
+        "heads": head_heads,
+        "num_sab": head_num_sab,
+        "proj_hidden": proj_hidden,
+        "proj_dim": proj_dim,
+    }
+    return MultiLabelClassifier(
+        net, num_classes, head=head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs
+    )

@@ -1,0 +1,305 @@
+"""Element-wise losses against the naive float64 references in ``tests/references/naive_losses.py``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import mlcl.losses as L
+from mlcl.losses import functional as LF
+from references import naive_losses as NV
+
+REDUCTIONS = ("mean", "sum", "none")
+Naive = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
+
+
+def _case(seed: int, n: int = 5, c: int = 4, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, c, generator=gen, dtype=torch.float64) * scale).clamp(-12, 12)
+    targets = torch.randint(-1, 2, (n, c), generator=gen)
+    targets[0] = torch.tensor([1, 0, -1, 1][:c] + [0] * max(0, c - 4))  # every value present
+    return logits, targets
+
+
+# name, CLI name, constructor kwargs, epoch (None: no set_epoch), naive reference
+SPECS: list[tuple[str, str, dict[str, Any], int | None, Naive]] = [
+    ("bce", "bce", {}, None, lambda z, y, r: NV.bce(z, y, "ignore", r)),
+    ("bce-an", "bce-an", {}, None, lambda z, y, r: NV.bce(z, y, "negative", r)),
+    ("bce-clamp", "bce-an", {"clamp_eps": 1e-3}, None, lambda z, y, r: NV.bce(z, y, "negative", r, 1e-3)),
+    ("bce-ignore-clamp", "bce", {"clamp_eps": 1e-3}, None, lambda z, y, r: NV.bce(z, y, "ignore", r, 1e-3)),
+    ("wan", "wan", {}, None, lambda z, y, r: NV.wan(z, y, None, r)),
+    ("wan-gamma", "wan", {"gamma": 0.3}, None, lambda z, y, r: NV.wan(z, y, 0.3, r)),
+    ("epr", "epr", {"expected_num_pos": 1.5}, None, lambda z, y, r: NV.epr(z, y, 1.5, r)),
+    ("focal", "focal", {}, None, lambda z, y, r: NV.focal(z, y, 2.0, "negative", r)),
+    (
+        "focal-ignore",
+        "focal",
+        {"gamma": 1.5, "unknown": "ignore"},
+        None,
+        lambda z, y, r: NV.focal(z, y, 1.5, "ignore", r),
+    ),
+    ("asl", "asl", {}, None, lambda z, y, r: NV.asl(z, y, 4.0, 1.0, 0.05, 1e-8, "negative", r)),
+    (
+        "asl-ignore",
+        "asl",
+        {"gamma_pos": 0.0, "clip": 0.2, "eps": 1e-3, "unknown": "ignore"},
+        None,
+        lambda z, y, r: NV.asl(z, y, 4.0, 0.0, 0.2, 1e-3, "ignore", r),
+    ),
+    (
+        "asl-noclip",
+        "asl",
+        {"clip": 0.0, "eps": None},
+        None,
+        lambda z, y, r: NV.asl(z, y, 4.0, 1.0, 0.0, None, "negative", r),
+    ),
+    ("hill", "hill", {}, None, lambda z, y, r: NV.hill(z, y, 1.5, 1.0, 2.0, "negative", r)),
+    (
+        "hill-ignore",
+        "hill",
+        {"margin": 0.5, "gamma": 1.0, "unknown": "ignore"},
+        None,
+        lambda z, y, r: NV.hill(z, y, 1.5, 0.5, 1.0, "ignore", r),
+    ),
+    ("splc-epoch0", "splc", {}, 0, lambda z, y, r: NV.splc(z, y, 0.6, 1.0, 2.0, False, r)),
+    ("splc-epoch1", "splc", {"tau": 0.3}, 1, lambda z, y, r: NV.splc(z, y, 0.3, 1.0, 2.0, True, r)),
+    (
+        "splc-late-start",
+        "splc",
+        {"tau": 0.3, "start_epoch": 3},
+        2,
+        lambda z, y, r: NV.splc(z, y, 0.3, 1.0, 2.0, False, r),
+    ),
+    ("ll-r-epoch0", "ll-r", {"delta_rel": 0.1}, 0, lambda z, y, r: NV.large_loss(z, y, 0.0, "reject", r)),
+    ("ll-r-epoch2", "ll-r", {"delta_rel": 0.1}, 2, lambda z, y, r: NV.large_loss(z, y, 0.2, "reject", r)),
+    ("ll-ct-epoch3", "ll-ct", {"delta_rel": 0.1}, 3, lambda z, y, r: NV.large_loss(z, y, 0.3, "correct", r)),
+    ("ll-cp-epoch0", "ll-cp", {"delta_rel": 0.1}, 0, lambda z, y, r: NV.large_loss(z, y, 0.0, "correct", r)),
+    ("ll-cp-epoch4", "ll-cp", {"delta_rel": 0.1}, 4, lambda z, y, r: NV.large_loss(z, y, 0.1, "correct", r)),
+]
+
+
+def _build(cli: str, kwargs: dict[str, Any], epoch: int | None, reduction: str) -> L.MultiLabelLoss:
+    loss = L.build_loss(cli, reduction=reduction, **kwargs)
+    if epoch is not None:
+        loss.set_epoch(epoch)  # type: ignore[attr-defined]
+    return loss
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(("name", "cli", "kwargs", "epoch", "naive"), SPECS, ids=[s[0] for s in SPECS])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_naive_reference(
+    name: str, cli: str, kwargs: dict[str, Any], epoch: int | None, naive: Naive, reduction: str, seed: int
+) -> None:
+    logits, targets = _case(seed, scale=6.0 if "clamp" in name else 3.0)
+    z_ours = logits.clone().requires_grad_()
+    z_ref = logits.clone().requires_grad_()
+    ours = _build(cli, kwargs, epoch, reduction)(z_ours, targets)
+    ref = naive(z_ref, targets, reduction)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
+    weights = torch.rand(ref.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(z_ours.grad, z_ref.grad, rtol=1e-11, atol=1e-13)
+
+
+def test_clamp_changes_values_only_for_extreme_logits() -> None:
+    logits = torch.tensor([[-30.0, 0.5, 30.0]], dtype=torch.float64)
+    targets = torch.tensor([[1, 1, 0]])
+    exact = L.build_loss("bce-an", reduction="none")(logits, targets)
+    clamped = L.build_loss("bce-an", reduction="none", clamp_eps=1e-8)(logits, targets)
+    assert exact[0, 0].item() == pytest.approx(30.0, rel=1e-12)  # -log(sigmoid(-30)), no clamp
+    assert clamped[0, 0].item() == pytest.approx(-math.log(1e-8), rel=1e-12)
+    assert clamped[0, 1] == exact[0, 1]
+
+
+@pytest.mark.parametrize(
+    ("cli", "kwargs"),
+    [("bce", {}), ("focal", {"unknown": "ignore"}), ("asl", {"unknown": "ignore"}), ("hill", {"unknown": "ignore"})],
+)
+def test_ignored_unknowns_get_exactly_zero_gradient(cli: str, kwargs: dict[str, Any]) -> None:
+    logits, targets = _case(3, n=6, c=5)
+    for reduction in REDUCTIONS:
+        z = logits.clone().requires_grad_()
+        out = L.build_loss(cli, reduction=reduction, **kwargs)(z, targets)
+        out.sum().backward()
+        assert z.grad is not None
+        assert torch.all(z.grad[targets == -1] == 0)
+        if cli == "bce":  # (ASL's clip legitimately zeroes the gradient of confident negatives)
+            assert torch.all(z.grad[targets != -1] != 0)
+        # and the value does not depend on the logits at unknown entries
+        moved = logits.clone()
+        moved[targets == -1] += 5.0
+        torch.testing.assert_close(L.build_loss(cli, reduction=reduction, **kwargs)(moved, targets), out.detach())
+
+
+def test_asl_with_zero_gammas_and_clip_is_assume_negative_bce() -> None:
+    logits, targets = _case(4, n=6, c=5)
+    for reduction in REDUCTIONS:
+        za, zb = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        asl = L.AsymmetricLoss(gamma_neg=0, gamma_pos=0, clip=0, eps=None, reduction=reduction)(za, targets)
+        bce = L.AssumeNegativeBCELoss(reduction=reduction)(zb, targets)
+        torch.testing.assert_close(asl, bce, rtol=1e-14, atol=0)
+        asl.sum().backward()
+        bce.sum().backward()
+        torch.testing.assert_close(za.grad, zb.grad, rtol=1e-14, atol=0)
+
+
+def test_splc_before_start_epoch_is_its_focal_margin_base() -> None:
+    logits, targets = _case(5, n=8, c=5)
+    splc = L.SPLC(tau=0.05, start_epoch=2)  # tau so low that correction would flip every unknown
+    splc.set_epoch(1)
+    base = NV.splc(logits, targets, 0.05, 1.0, 2.0, False, "mean")
+    torch.testing.assert_close(splc(logits, targets), base, rtol=1e-12, atol=0)
+    splc.set_epoch(2)
+    assert not torch.allclose(splc(logits, targets), base)
+    # a threshold of 1 never corrects: equal to the base at any epoch
+    never = L.SPLC(tau=1.0)
+    never.set_epoch(5)
+    torch.testing.assert_close(never(logits, targets), base, rtol=1e-12, atol=0)
+
+
+def test_splc_never_corrects_observed_negatives() -> None:
+    logits = torch.full((2, 2), 8.0, dtype=torch.float64)  # sigmoid ~ 1 > tau everywhere
+    targets = torch.tensor([[0, -1], [0, -1]])
+    splc = L.SPLC(reduction="none")
+    splc.set_epoch(1)
+    out = splc(logits, targets)
+    p = torch.sigmoid(torch.tensor(8.0, dtype=torch.float64))
+    torch.testing.assert_close(out[:, 0], (p**2 * -torch.log1p(-p)).expand(2))  # still a negative
+    torch.testing.assert_close(out[:, 1], ((1 - p) ** 2 * -torch.log(p)).expand(2))  # corrected
+
+
+def test_large_loss_schedules_and_selection() -> None:
+    logits, targets = _case(6, n=10, c=6)
+    llr, llct, llcp = (
+        L.LargeLossRejection(0.05),
+        L.LargeLossTemporaryCorrection(0.05),
+        L.LargeLossPermanentCorrection(0.05),
+    )
+    for epoch, r_rate, cp_rate in [(0, 0.0, 0.0), (1, 0.05, 0.05), (3, 0.15, 0.05)]:
+        for m in (llr, llct, llcp):
+            m.set_epoch(epoch)
+        assert llr.rate == pytest.approx(r_rate) and llct.rate == pytest.approx(r_rate)
+        assert llcp.rate == pytest.approx(cp_rate)
+        chosen = NV.large_loss_selection(logits, targets, cp_rate)
+        mask = llcp.select(logits, targets)
+        assert {tuple(ij) for ij in mask.nonzero().tolist()} == chosen
+        assert len(chosen) == min(math.ceil(cp_rate * 60 - 1e-9), int((targets == -1).sum()))
+        assert torch.all(targets[mask] == -1)  # only unknown entries are ever selected
+    assert llcp.permanent_correction and not llr.permanent_correction and not llct.permanent_correction
+    # LL-R: rejected entries get no gradient; at epoch 0 every method is assume-negative BCE
+    llr.set_epoch(3)
+    z = logits.clone().requires_grad_()
+    llr(z, targets).backward()
+    assert z.grad is not None and torch.all(z.grad[llr.select(logits, targets)] == 0)
+    for m in (llr, llct, llcp):
+        m.set_epoch(0)
+        torch.testing.assert_close(m(logits, targets), L.AssumeNegativeBCELoss()(logits, targets))
+
+
+def test_large_loss_selection_caps_k_at_the_unknown_count() -> None:
+    logits = torch.zeros(2, 3, dtype=torch.float64)
+    targets = torch.tensor([[1, -1, 0], [0, 0, 1]])
+    assert LF.large_loss_selection(logits, targets, 1.0).sum().item() == 1
+
+
+def test_wan_default_gamma_is_one_over_c_minus_one() -> None:
+    logits, targets = _case(7, n=4, c=6)
+    torch.testing.assert_close(L.WeakAssumeNegativeLoss()(logits, targets), NV.wan(logits, targets, 0.2, "mean"))
+
+
+@pytest.mark.parametrize(("name", "cli", "kwargs", "epoch", "naive"), SPECS, ids=[s[0] for s in SPECS])
+def test_reductions_are_consistent(
+    name: str, cli: str, kwargs: dict[str, Any], epoch: int | None, naive: Naive
+) -> None:
+    logits, targets = _case(8, n=6, c=5)
+    none = _build(cli, kwargs, epoch, "none")(logits, targets)
+    total = _build(cli, kwargs, epoch, "sum")(logits, targets)
+    mean = _build(cli, kwargs, epoch, "mean")(logits, targets)
+    torch.testing.assert_close(none.sum(), total, rtol=1e-12, atol=1e-14)
+    counted = (
+        (targets != -1).sum()
+        if kwargs.get("unknown", "negative" if cli != "bce" else "ignore") == "ignore"
+        else targets.numel()
+    )
+    torch.testing.assert_close(mean, total / counted, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cli", sorted(L.LOSSES))
+def test_float32_follows_input_and_matches_float64(cli: str) -> None:
+    logits, targets = _case(9, n=6, c=5)
+    loss = L.build_loss(cli)
+    if hasattr(loss, "set_epoch"):
+        loss.set_epoch(2)
+    z32 = logits.float().requires_grad_()
+    out32 = loss(z32, targets)
+    assert out32.dtype == torch.float32 and out32.device == z32.device
+    out32.backward()
+    assert z32.grad is not None and z32.grad.dtype == torch.float32
+    z64 = logits.clone().requires_grad_()
+    out64 = loss(z64, targets)
+    out64.backward()
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z32.grad.double(), z64.grad, rtol=1e-4, atol=1e-6)
+    for target_dtype in (torch.float32, torch.int8):
+        torch.testing.assert_close(loss(logits, targets.to(target_dtype)), out64.detach())
+
+
+@pytest.mark.parametrize("cli", sorted(L.LOSSES))
+def test_validation_errors(cli: str) -> None:
+    loss = L.build_loss(cli)
+    logits = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="targets"):
+        loss(logits, torch.full((3, 4), 2))
+    with pytest.raises(ValueError, match="shape"):
+        loss(logits, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="reduction"):
+        L.build_loss(cli, reduction="avg")
+
+
+def test_all_unknown_and_empty_batches_are_finite() -> None:
+    targets = torch.full((3, 4), -1)
+    logits = torch.randn(3, 4, requires_grad=True)
+    for cli in sorted(L.LOSSES):
+        out = L.build_loss(cli)(logits, targets)
+        assert torch.isfinite(out)
+    assert L.BCELoss()(logits, targets).item() == 0.0
+    for cli in sorted(L.LOSSES):
+        assert torch.isfinite(L.build_loss(cli)(torch.zeros(0, 4), torch.zeros(0, 4)))
+
+
+def test_registry_and_build_loss() -> None:
+    assert set(L.LOSSES) == {"bce", "bce-an", "wan", "epr", "focal", "asl", "hill", "splc", "ll-r", "ll-ct", "ll-cp"}
+    assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
+    with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
+        L.build_loss("bce-wan")
+    with pytest.raises(TypeError):
+        L.build_loss("hill", gamma_pos=1)
+    for cls in L.LOSSES.values():
+        assert cls.__doc__ and ".. math::" in (cls.__doc__ + (cls.__mro__[1].__doc__ or ""))
+
+
+def test_set_epoch_validates() -> None:
+    for cli in ("splc", "ll-r", "ll-ct", "ll-cp"):
+        loss = L.build_loss(cli)
+        with pytest.raises(ValueError, match="epoch"):
+            loss.set_epoch(-1)  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="epoch"):
+            loss.set_epoch(1.0)  # type: ignore[attr-defined, arg-type]
+
+
+def test_bad_hyper_parameters_raise() -> None:
+    logits, targets = _case(10)
+    with pytest.raises(ValueError, match="unknown"):
+        L.BCELoss(unknown="skip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tau"):
+        LF.splc_loss(logits, targets, tau=1.5)
+    with pytest.raises(ValueError, match="delta_rel"):
+        L.LargeLossRejection(delta_rel=2.0)
+    with pytest.raises(ValueError, match="gamma"):
+        LF.focal_loss(logits, targets, gamma=-1.0)

@@ -1,0 +1,39 @@
+"""Golden vectors computed with the official CLML and MulCon code.
+
+Every ``*.npz`` under ``$MLCL_ORACLE_DIR/clml`` and ``$MLCL_ORACLE_DIR/mulcon`` (default
+``../shared/oracle``) is checked in float64 against the conventions documented in each folder's README.
+The checks are driven by the documented field names, never by individual cases: a file that cannot be
+interpreted fails the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from oracle_clml import check_clml_case
+
+from conftest import ORACLE_DIR
+from oracle_mulcon import check_mulcon_case
+
+CHECKERS = {"clml": check_clml_case, "mulcon": check_mulcon_case}
+
+
+def _cases() -> list[tuple[str, Path]]:
+    found = []
+    for family in CHECKERS:
+        folder = ORACLE_DIR / family
+        found += [(family, p) for p in sorted(folder.glob("*.npz"))]
+    return found
+
+
+def test_oracle_dir_has_cases() -> None:
+    assert _cases(), f"no golden vectors under {ORACLE_DIR}/{{{','.join(CHECKERS)}}}"
+
+
+@pytest.mark.parametrize(("family", "path"), _cases(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_golden_vector(family: str, path: Path) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    CHECKERS[family](data, path.name)

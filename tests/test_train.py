@@ -1,0 +1,192 @@
+"""End-to-end training: learning, exact resume, checkpoints, evaluation and prediction through the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlcl.engine.checkpoint import load_checkpoint
+from mlcl.engine.config import load_config
+from mlcl.engine.trainer import fit
+from mlcl.inference import Predictor
+from synthetic import make_shapes_csv
+
+FAST = [
+    "train.device=cpu",
+    "data.num_workers=0",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "model.backbone=resnet10t",
+]
+
+
+def _cfg(out: Path, data: str, extra: list[str]) -> object:
+    return load_config(None, [*FAST, f"data.train={data}", f"run.out={out}", *extra])
+
+
+def test_builtin_training_learns(tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path / "run",
+        "builtin",
+        ["train.epochs=1", "train.batch_size=32", "train.max_steps_per_epoch=60", "optim.lr=3e-3", "train.ema=false"],
+    )
+    result = fit(cfg)
+    m = result.metrics
+    assert m["split"] == "test" and m["n_images"] == 1000
+    # The label prior (fraction of positives per class) is the expected mAP of a random ranking: about 0.19.
+    from mlcl.data.builtin import load_builtin
+
+    prior = load_builtin("test").targets.float().mean().item()
+    assert m["mAP"] > prior + 0.05, (m["mAP"], prior)
+    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"):
+        assert 0.0 <= m[key] <= 1.0
+    run = result.run_dir
+    for name in ("config.yaml", "log.jsonl", "metrics.json", "best.pt", "last.pt"):
+        assert (run / name).is_file(), name
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["class_names"] == [str(i) for i in range(10)] and ckpt["version"]
+
+
+def test_small_training_run_learns(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=120)
+    cfg = _cfg(
+        tmp_path / "run",
+        str(csv),
+        ["train.epochs=4", "train.batch_size=16", "data.image_size=32", "optim.lr=3e-3", "data.val_fraction=0.25"],
+    )
+    result = fit(cfg)
+    log = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert log[-1]["train"]["loss"] < 0.7 * log[0]["train"]["loss"]
+    # Chance mAP is the label prior (about 0.5 for these images); the colours are easy to learn.
+    assert result.metrics["mAP"] > 0.85, result.metrics["mAP"]
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = [
+        "train.epochs=3",
+        "train.batch_size=8",
+        "data.image_size=32",
+        "data.augment=default",
+        "loss.name=hill+clml",
+        "train.seed=3",
+    ]
+    full = fit(_cfg(tmp_path / "full", str(csv), extra))
+    part = fit(_cfg(tmp_path / "part", str(csv), [*extra, "train.stop_after=1"]))
+    assert part.metrics == {}
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
+    resumed = fit(_cfg(tmp_path / "ignored", str(csv), ["train.epochs=99"]), resume=tmp_path / "part")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert b["epoch"] == 3 and b["step"] == a["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    assert resumed.metrics == full.metrics
+
+
+def test_predictor_and_holdout_split(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    result = fit(_cfg(tmp_path / "run", str(csv), ["train.epochs=1", "train.batch_size=8", "data.image_size=32"]))
+    split = json.loads((result.run_dir / "split.json").read_text())
+    assert len(split["val"]) == 4 and len(split["train"]) == 36 and not set(split["val"]) & set(split["train"])
+    assert result.metrics["split"] == "val" and result.metrics["n_images"] == 4
+    pred = Predictor.from_checkpoint(result.run_dir / "best.pt")
+    images = sorted((tmp_path / "data" / "images").glob("*.png"))[:5]
+    probs = pred.predict([str(p) for p in images])
+    assert probs.shape == (5, 4) and float(probs.min()) >= 0 and float(probs.max()) <= 1
+    # The same images through the evaluation transform give the same scores as a direct forward pass.
+    x = torch.stack(
+        [pred.transform(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB")) for p in images]
+    )
+    with torch.no_grad():
+        direct = torch.sigmoid(pred.model(x).logits)
+    torch.testing.assert_close(probs, direct)
+    labels = pred.decide(probs, top_k=2)
+    assert all(len(row) == 2 for row in labels)
+
+
+def test_missing_labels_applied_to_training_only(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    result = fit(
+        _cfg(
+            tmp_path / "run",
+            str(csv),
+            [
+                "train.epochs=1",
+                "train.batch_size=8",
+                "data.image_size=32",
+                "data.missing=single-positive",
+                "loss.name=bce-an",
+            ],
+        )
+    )
+    summary = json.loads((result.run_dir / "missing.json").read_text())
+    assert summary  # the protocol's report is recorded
+    # Validation targets stay complete: every entry of the 4 held-out images is known.
+    assert result.metrics["n_images"] == 4
+
+
+def test_mulcon_two_stages(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = [
+        "train.method=mulcon",
+        "mulcon.stage1_epochs=1",
+        "mulcon.stage2_epochs=1",
+        "mulcon.stage2_batch_size=8",
+        "train.batch_size=8",
+        "data.image_size=32",
+        "model.head_dim=32",
+        "model.head_heads=4",
+        "model.proj_hidden=32",
+        "model.proj_dim=16",
+        "model.head_num_sab=1",
+    ]
+    result = fit(_cfg(tmp_path / "run", str(csv), extra))
+    s2 = load_checkpoint(tmp_path / "run" / "stage2" / "last.pt")
+    assert s2["config"]["loss"]["contrastive"] == "label" and s2["config"]["data"]["views"] == 2
+    log = [json.loads(x) for x in (tmp_path / "run" / "stage2" / "log.jsonl").read_text().splitlines()]
+    assert "contrastive" in log[0]["train"] and log[0]["train"]["contrastive"] > 0
+    assert (tmp_path / "run" / "metrics.json").is_file() and 0 <= result.metrics["mAP"] <= 1
+    pred = Predictor.from_checkpoint(tmp_path / "run")
+    probs, maps = pred.attention_maps(str(sorted((tmp_path / "data" / "images").glob("*.png"))[0]))
+    assert maps.shape == (4, 32, 32) and float(maps.min()) >= 0 and float(maps.max()) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("bad", ["optim.lr=-", "loss.name=nonsense"])
+def test_bad_config_is_reported_before_training(tmp_path: Path, bad: str) -> None:
+    from mlcl.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        fit(_cfg(tmp_path / "run", "builtin", [bad]))
+
+
+def test_ll_cp_corrects_stored_targets_permanently(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = [
+        "train.epochs=3",
+        "train.batch_size=8",
+        "data.image_size=32",
+        "data.missing=single-positive",
+        "loss.name=ll-cp",
+        "loss.options={delta_rel: 0.05}",
+    ]
+    fit(_cfg(tmp_path / "run", str(csv), extra))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    from mlcl.data.csv_format import read_csv_labels
+    from mlcl.data.missing import apply_missing
+    from mlcl.data.split import holdout_split
+
+    full = read_csv_labels(csv)
+    tr, _ = holdout_split(len(full), 0.1, 0)
+    initial = apply_missing(full.subset(tr).targets, "single-positive", 0)
+    now = state["train_targets"]
+    changed = now != initial
+    assert changed.any(), "LL-Cp corrected nothing"
+    # Only unknown entries are corrected, and they become positives.
+    assert bool((initial[changed] == -1).all()) and bool((now[changed] == 1).all())
