@@ -23,7 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _overrides(csv: Path, out: Path, loss: str) -> list[str]:
+def _overrides(csv: Path, out: Path, loss: str, missing: str) -> list[str]:
     # No BatchNorm (test_convnext uses LayerNorm) and no random augmentation: the only difference between one
     # process on the batch and two processes on its halves is then the order of floating-point sums.
     return [
@@ -42,6 +42,7 @@ def _overrides(csv: Path, out: Path, loss: str) -> list[str]:
         "loss.clml_tau=0.6",
         "loss.clml_start_epoch=0",
         "optim.lr=1e-3",
+        f"data.missing={missing}",
     ]
 
 
@@ -61,13 +62,15 @@ def _worker(rank: int, port: int, overrides: list[str]) -> None:
             dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("loss", ["bce+clml"])
-def test_two_processes_equal_one(tmp_path: Path, loss: str) -> None:
+# bce+clml: CLML's batch-level nuclear norms; bce with single-positive labels: a mean over observed entries whose
+# count differs between the two halves of a batch (the normaliser must be the global batch's).
+@pytest.mark.parametrize(("loss", "missing"), [("bce+clml", "none"), ("bce", "single-positive")])
+def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str) -> None:
     from mlcl.engine.trainer import fit
 
     csv = make_shapes_csv(tmp_path / "data", n=40)
-    single = fit(load_config(None, _overrides(csv, tmp_path / "one", loss)))
-    mp.spawn(_worker, args=(_free_port(), _overrides(csv, tmp_path / "two", loss)), nprocs=2, join=True)
+    single = fit(load_config(None, _overrides(csv, tmp_path / "one", loss, missing)))
+    mp.spawn(_worker, args=(_free_port(), _overrides(csv, tmp_path / "two", loss, missing)), nprocs=2, join=True)
     a = load_checkpoint(tmp_path / "one" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "last.pt")
     assert a["step"] == b["step"] == 2 * (36 // 8)

@@ -102,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--contrastive", choices=["none", "label", "image"])
     t.add_argument("--method", choices=["standard", "mulcon"], help="mulcon: the two MulCon stages")
     t.add_argument("--views", type=int, help="augmented views per image")
-    t.add_argument("--augment", choices=["none", "light", "default", "strong"])
+    t.add_argument("--augment", choices=["none", "light", "flip", "default", "strong", "asl"])
     t.add_argument("--missing", help="missing-label protocol applied to the training labels (`mlcl list protocols`)")
     t.add_argument("--seed", type=int)
     t.add_argument("--workers", type=int, help="DataLoader workers")

@@ -55,8 +55,9 @@ class DataConfig:
             ``single-positive``, ``keep-half-plus-one``, ``keep-fifth-plus-one``, ``partial:P``).
         missing_seed: Seed of the protocol; ``None`` uses ``train.seed``.
         views: Augmented views per training image (2 for contrastive training).
-        augment: Training augmentation preset: ``none``, ``light`` (crops, no flip), ``default`` (crops, flip,
-            colour jitter), ``strong`` (``default`` + RandAugment). ``None``: ``light`` for ``builtin`` (digits
+        augment: Training augmentation preset: ``none``, ``light`` (crops, no flip), ``flip`` (warp + flip, Cole
+            et al.), ``default`` (crops, flip, colour jitter), ``strong`` (``default`` + RandAugment), ``asl``
+            (warp + Cutout + RandAugment, the ASL/Hill/SPLC/CLML recipe). ``None``: ``light`` for ``builtin`` (digits
             must not be mirrored), ``default`` otherwise.
         mean: Normalisation mean (RGB in [0, 1]); ``None``: the backbone's own (timm's pretrained config).
         std: Normalisation standard deviation; ``None``: the backbone's own.
@@ -279,7 +280,7 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.augment": ("none", "light", "default", "strong"),
+    "data.augment": ("none", "light", "flip", "default", "strong", "asl"),
     "model.head": ("linear", "mulcon"),
     "loss.reduction": ("mean", "sum"),
     "loss.contrastive": ("none", "label", "image"),

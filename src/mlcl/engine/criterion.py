@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mlcl.distributed import all_gather_nograd, gather_with_grad, is_distributed
 from mlcl.models.classifier import ModelOutput
 
 __all__ = ["Criterion"]
@@ -14,6 +15,12 @@ class Criterion(nn.Module):
 
     Each term is returned separately so that it can be logged by name. The CLML module carries its own
     weight (lambda). Terms are computed in float32 (outside autocast) from the model's outputs.
+
+    Under torch.distributed every term is computed on the global batch: the base loss on logits gathered with
+    :func:`~mlcl.distributed.gather_with_grad` (so its normaliser, e.g. the number of observed entries, and
+    batch-level selections such as LL's top-k are those of the whole batch), CLML and the contrastive losses
+    gather their own inputs. Every rank then holds the same loss and DDP's gradient average equals the
+    single-process gradient on the concatenated batch, for every reduction.
 
     Args:
         base: Base multi-label loss, ``forward(logits (N, C), targets (N, C)) -> scalar``.
@@ -55,7 +62,10 @@ class Criterion(nn.Module):
             ``{"loss": total, "base": ..., "clml": ..., "contrastive": ...}`` (only the active terms).
         """
         logits = out.logits.float()
-        terms: dict[str, Tensor] = {"base": self.base(logits, targets)}
+        if is_distributed():
+            terms: dict[str, Tensor] = {"base": self.base(gather_with_grad(logits), all_gather_nograd(targets))}
+        else:
+            terms = {"base": self.base(logits, targets)}
         total = terms["base"]
         if self.clml is not None:
             terms["clml"] = self.clml(out.embedding.float(), logits, targets)

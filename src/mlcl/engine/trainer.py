@@ -374,10 +374,11 @@ def _fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
                 out = net(images)
             terms = criterion(out, targets)
-            if permanent:  # LL-Cp: remember this batch's corrected entries (applied to the dataset below)
-                sel = criterion.base.select(out.logits.detach().float(), targets)
+            if permanent:  # LL-Cp: remember the global batch's corrected entries (applied to the dataset below)
+                sel = criterion.base.select(all_gather_nograd(out.logits.detach().float()), all_gather_nograd(targets))
                 rows, cols = sel.nonzero(as_tuple=True)
-                corrections.append(torch.stack([index.to(device).repeat(cfg.data.views)[rows], cols], 1))
+                ids = all_gather_nograd(index.to(device).repeat(cfg.data.views))
+                corrections.append(torch.stack([ids[rows], cols], 1))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             if cfg.optim.clip_grad_norm is not None:
@@ -403,7 +404,7 @@ def _fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool
         if bar is not None:
             bar.close()
         if permanent:
-            _apply_corrections(train_ds, corrections, device)
+            _apply_corrections(train_ds, corrections)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": step,
@@ -470,10 +471,9 @@ def _fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool
 # -------------------------------------------------------------------------------------------- helpers
 
 
-def _apply_corrections(train_ds: ImageDataset, corrections: list[torch.Tensor], device: torch.device) -> None:
-    """Set the (dataset index, class) entries that LL-Cp selected on any rank to positive, on every rank."""
-    local = torch.cat(corrections) if corrections else torch.zeros(0, 2, dtype=torch.long, device=device)
-    pairs = all_gather_nograd(local).cpu()
+def _apply_corrections(train_ds: ImageDataset, corrections: list[torch.Tensor]) -> None:
+    """Set the (dataset index, class) entries that LL-Cp selected (on the global batches) to positive."""
+    pairs = torch.cat(corrections).cpu() if corrections else torch.zeros(0, 2, dtype=torch.long)
     if pairs.numel():
         train_ds.targets[pairs[:, 0], pairs[:, 1]] = 1.0
 
