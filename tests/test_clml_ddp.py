@@ -8,16 +8,13 @@ single-process gradient.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from ddp_util import gloo_group, run_spawned
 from mlcl.losses import CLML
 
 B, D_IN, D, C = 8, 5, 6, 4
@@ -60,11 +57,7 @@ def _criterion() -> CLML:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         x, t = _data()
         start = sum(SPLIT[:rank])
         rows = slice(start, start + SPLIT[rank])
@@ -80,20 +73,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             {"loss": loss.detach(), "grads": grads, "feat_grad": feats.grad.detach().clone()},
             Path(out_dir) / f"rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.ddp
 def test_ddp_gradient_equals_single_process(tmp_path: Path) -> None:
     x, t = _data()
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_spawned(_worker, str(tmp_path))
     model = _model()
     feats, logits = model(x)
     feats.retain_grad()

@@ -8,16 +8,13 @@ and with the single-process report.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ddp_util import gloo_group, run_spawned
 from mlcl.metrics import MetricAccumulator, compute_metrics
 
 N, C = 23, 5
@@ -41,11 +38,7 @@ SHARDS = {
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         probs, targets = _data()
         acc = MetricAccumulator(C)
         for idx in SHARDS[rank]:
@@ -61,21 +54,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             {"gathered": gathered, "report": report, "lonely": lonely_report},
             Path(out_dir) / f"rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.ddp
 def test_accumulator_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     from sklearn.metrics import average_precision_score  # not imported by the spawned workers
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_spawned(_worker, str(tmp_path))
     probs, targets = _data()
     single = compute_metrics(probs, targets, NAMES)
     for rank in (0, 1):

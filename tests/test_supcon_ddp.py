@@ -6,17 +6,14 @@ the single-process gradient of the same loss on the concatenated batch.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from ddp_util import gloo_group, run_spawned
 from mlcl.losses.supcon import ImageSupConLoss, LabelSupConLoss
 
 B, L, D_IN, P = 7, 5, 6, 4
@@ -59,11 +56,7 @@ def _losses(model: nn.Module, x: torch.Tensor, t: torch.Tensor, denominator_size
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         x, t = _data()
         start = sum(SPLIT[:rank])
         rows = slice(start, start + SPLIT[rank])
@@ -73,20 +66,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             loss.backward()
             grads = {k: p.grad.detach().clone() for k, p in model.module.named_parameters()}
             torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"d{denominator_size}_rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.ddp
 def test_ddp_gradient_equals_single_process(tmp_path: Path) -> None:
     x, t = _data()
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_spawned(_worker, str(tmp_path))
     for denominator_size in DENOMINATOR_SIZES:
         model = _model()
         loss = _losses(model, x, t, denominator_size)

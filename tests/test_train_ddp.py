@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from ddp_util import run_spawned
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
 from synthetic import make_shapes_csv
 
 pytestmark = pytest.mark.ddp
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _overrides(csv: Path, out: Path, loss: str, missing: str) -> list[str]:
@@ -70,7 +63,7 @@ def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str) -> Non
 
     csv = make_shapes_csv(tmp_path / "data", n=40)
     single = fit(load_config(None, _overrides(csv, tmp_path / "one", loss, missing)))
-    mp.spawn(_worker, args=(_free_port(), _overrides(csv, tmp_path / "two", loss, missing)), nprocs=2, join=True)
+    run_spawned(_worker, _overrides(csv, tmp_path / "two", loss, missing))
     a = load_checkpoint(tmp_path / "one" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "last.pt")
     assert a["step"] == b["step"] == 2 * (36 // 8)

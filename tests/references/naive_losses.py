@@ -11,6 +11,7 @@ Target convention: 1 positive, 0 negative, -1 unknown.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,37 +42,45 @@ def _log(x: torch.Tensor, eps: float | None) -> torch.Tensor:
     return torch.log(torch.clamp(x, min=eps)) if eps is not None else torch.log(x)
 
 
-def bce(z: torch.Tensor, y: torch.Tensor, unknown: str, reduction: str, clamp_eps: float | None = None) -> torch.Tensor:
+def per_entry(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    loss_of: Callable[[torch.Tensor, int], torch.Tensor],
+    ignore_unknown: bool,
+    reduction: str,
+) -> torch.Tensor:
+    """Loop over every entry: ``loss_of(z[i, c], t)`` is its loss; with ``ignore_unknown`` a -1 does not count."""
     entries: Entries = []
     for i in range(z.shape[0]):
         row: list[torch.Tensor | None] = []
         for c in range(z.shape[1]):
             t = int(y[i, c])
-            if t == -1 and unknown == "ignore":
-                row.append(None)
-                continue
-            p = sig(z[i, c])
-            row.append(-_log(p, clamp_eps) if t == 1 else -_log(1 - p, clamp_eps))
+            row.append(None if t == -1 and ignore_unknown else loss_of(z[i, c], t))
         entries.append(row)
     return reduce_entries(entries, reduction)
+
+
+def bce(z: torch.Tensor, y: torch.Tensor, unknown: str, reduction: str, clamp_eps: float | None = None) -> torch.Tensor:
+    def loss_of(zz: torch.Tensor, t: int) -> torch.Tensor:
+        p = sig(zz)
+        return -_log(p, clamp_eps) if t == 1 else -_log(1 - p, clamp_eps)
+
+    return per_entry(z, y, loss_of, unknown == "ignore", reduction)
 
 
 def wan(z: torch.Tensor, y: torch.Tensor, gamma: float | None, reduction: str) -> torch.Tensor:
     n_cls = z.shape[1]
     g = 1.0 / (n_cls - 1) if gamma is None else gamma
-    entries: Entries = []
-    for i in range(z.shape[0]):
-        row: list[torch.Tensor | None] = []
-        for c in range(n_cls):
-            t, p = int(y[i, c]), sig(z[i, c])
-            if t == 1:
-                row.append(-torch.log(p))
-            elif t == 0:
-                row.append(-torch.log(1 - p))
-            else:
-                row.append(-g * torch.log(1 - p))
-        entries.append(row)
-    return reduce_entries(entries, reduction)
+
+    def loss_of(zz: torch.Tensor, t: int) -> torch.Tensor:
+        p = sig(zz)
+        if t == 1:
+            return -torch.log(p)
+        if t == 0:
+            return -torch.log(1 - p)
+        return -g * torch.log(1 - p)
+
+    return per_entry(z, y, loss_of, False, reduction)
 
 
 def epr(z: torch.Tensor, y: torch.Tensor, k: float, reduction: str) -> torch.Tensor:
@@ -99,21 +108,13 @@ def epr(z: torch.Tensor, y: torch.Tensor, k: float, reduction: str) -> torch.Ten
 
 
 def focal(z: torch.Tensor, y: torch.Tensor, gamma: float, unknown: str, reduction: str) -> torch.Tensor:
-    entries: Entries = []
-    for i in range(z.shape[0]):
-        row: list[torch.Tensor | None] = []
-        for c in range(z.shape[1]):
-            t = int(y[i, c])
-            if t == -1 and unknown == "ignore":
-                row.append(None)
-                continue
-            p, pf = sig(z[i, c]), fsig(float(z[i, c].detach()))
-            if t == 1:
-                row.append(-((1 - pf) ** gamma) * torch.log(p))
-            else:
-                row.append(-(pf**gamma) * torch.log(1 - p))
-        entries.append(row)
-    return reduce_entries(entries, reduction)
+    def loss_of(zz: torch.Tensor, t: int) -> torch.Tensor:
+        p, pf = sig(zz), fsig(float(zz.detach()))
+        if t == 1:
+            return -((1 - pf) ** gamma) * torch.log(p)
+        return -(pf**gamma) * torch.log(1 - p)
+
+    return per_entry(z, y, loss_of, unknown == "ignore", reduction)
 
 
 def asl(
@@ -126,63 +127,41 @@ def asl(
     unknown: str,
     reduction: str,
 ) -> torch.Tensor:
-    entries: Entries = []
-    for i in range(z.shape[0]):
-        row: list[torch.Tensor | None] = []
-        for c in range(z.shape[1]):
-            t = int(y[i, c])
-            if t == -1 and unknown == "ignore":
-                row.append(None)
-                continue
-            p, pf = sig(z[i, c]), fsig(float(z[i, c].detach()))
-            if t == 1:
-                row.append(-((1 - pf) ** gamma_pos) * _log(p, eps))
-            else:
-                p_m = torch.clamp(1 - p + clip, max=1.0)
-                w = (1 - min(1 - pf + clip, 1.0)) ** gamma_neg
-                row.append(-w * _log(p_m, eps))
-        entries.append(row)
-    return reduce_entries(entries, reduction)
+    def loss_of(zz: torch.Tensor, t: int) -> torch.Tensor:
+        p, pf = sig(zz), fsig(float(zz.detach()))
+        if t == 1:
+            return -((1 - pf) ** gamma_pos) * _log(p, eps)
+        p_m = torch.clamp(1 - p + clip, max=1.0)
+        w = (1 - min(1 - pf + clip, 1.0)) ** gamma_neg
+        return -w * _log(p_m, eps)
+
+    return per_entry(z, y, loss_of, unknown == "ignore", reduction)
 
 
 def hill(
     z: torch.Tensor, y: torch.Tensor, lamb: float, margin: float, gamma: float, unknown: str, reduction: str
 ) -> torch.Tensor:
-    entries: Entries = []
-    for i in range(z.shape[0]):
-        row: list[torch.Tensor | None] = []
-        for c in range(z.shape[1]):
-            t = int(y[i, c])
-            if t == -1 and unknown == "ignore":
-                row.append(None)
-                continue
-            if t == 1:
-                pm = sig(z[i, c] - margin)
-                row.append(-((1 - pm) ** gamma) * torch.log(pm))
-            else:
-                p = sig(z[i, c])
-                row.append((lamb - p) * p**2)
-        entries.append(row)
-    return reduce_entries(entries, reduction)
+    def loss_of(zz: torch.Tensor, t: int) -> torch.Tensor:
+        if t == 1:
+            pm = sig(zz - margin)
+            return -((1 - pm) ** gamma) * torch.log(pm)
+        p = sig(zz)
+        return (lamb - p) * p**2
+
+    return per_entry(z, y, loss_of, unknown == "ignore", reduction)
 
 
 def splc(
     z: torch.Tensor, y: torch.Tensor, tau: float, margin: float, gamma: float, correct: bool, reduction: str
 ) -> torch.Tensor:
-    entries: Entries = []
-    for i in range(z.shape[0]):
-        row: list[torch.Tensor | None] = []
-        for c in range(z.shape[1]):
-            t = int(y[i, c])
-            zz = z[i, c] - margin if t == 1 else z[i, c]
-            p = sig(zz)
-            positive = t == 1 or (correct and t == -1 and fsig(float(zz.detach())) > tau)
-            if positive:
-                row.append(-((1 - p) ** gamma) * torch.log(p))
-            else:
-                row.append(-(p**gamma) * torch.log(1 - p))
-        entries.append(row)
-    return reduce_entries(entries, reduction)
+    def loss_of(z_ic: torch.Tensor, t: int) -> torch.Tensor:
+        zz = z_ic - margin if t == 1 else z_ic
+        p = sig(zz)
+        if t == 1 or (correct and t == -1 and fsig(float(zz.detach())) > tau):
+            return -((1 - p) ** gamma) * torch.log(p)
+        return -(p**gamma) * torch.log(1 - p)
+
+    return per_entry(z, y, loss_of, False, reduction)
 
 
 def large_loss_selection(z: torch.Tensor, y: torch.Tensor, rate: float) -> set[tuple[int, int]]:

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
+from mlcl.data._reader import OnMissing, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
-from mlcl.data.listfile import OnMissing, check_image_files
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import POS
 
@@ -204,20 +203,14 @@ def read(
         "num_crowd_annotations": n_crowd,
         "crowd": crowd,
     }
-    if check_images:
-        kept, missing = check_image_files(
-            items, lambda i: f"image id {kept_ids[i]}", source=str(ann_path), on_missing=on_missing
-        )
-        if missing:
-            meta["missing_images"] = missing
-            items = [items[i] for i in kept]
-            ids = [ids[i] for i in kept]
-            targets = targets[kept]
-    return MultiLabelSet(
+    return labelset_from_reader(
         class_names=class_names,
-        targets=torch.from_numpy(np.ascontiguousarray(targets)),
+        targets=targets,
         items=items,
         ids=ids,
         source=str(ann_path),
         meta=meta,
+        check_images=check_images,
+        where=lambda i: f"image id {kept_ids[i]}",
+        on_missing=on_missing,
     )

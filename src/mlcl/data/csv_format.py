@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from mlcl._io import atomic_write
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import DataError
 from mlcl.targets import NEG, POS, UNK
@@ -212,20 +212,13 @@ def write_csv_labels(path: str | os.PathLike[str], labelset: MultiLabelSet) -> N
     Raises:
         DataError: If the destination folder does not exist or cannot be written.
     """
-    path = Path(path)
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise DataError(f"{path}: folder {folder} does not exist")
     targets = labelset.targets.to(torch.int64).tolist()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["filename", *labelset.class_names])
             for ident, row in zip(labelset.ids, targets, strict=True):
                 writer.writerow([ident, *row])
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, create_folder=False)

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
+from mlcl.data._reader import OnMissing, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
-from mlcl.data.listfile import OnMissing, check_image_files, read_class_names
+from mlcl.data.listfile import read_class_names
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import NEG, POS, UNK
 
@@ -183,18 +183,14 @@ def read(
         "merge": merge,
         "others": others,
     }
-    if check_images:
-        kept, missing = check_image_files(items, ids.__getitem__, source=str(data_dir), on_missing=on_missing)
-        if missing:
-            meta["missing_images"] = missing
-            items = [items[i] for i in kept]
-            ids = [ids[i] for i in kept]
-            targets = targets[kept]
-    return MultiLabelSet(
-        class_names=list(names),
-        targets=torch.from_numpy(np.ascontiguousarray(targets)),
+    return labelset_from_reader(
+        class_names=names,
+        targets=targets,
         items=items,
         ids=ids,
         source=str(data_dir),
         meta=meta,
+        check_images=check_images,
+        where=ids.__getitem__,
+        on_missing=on_missing,
     )

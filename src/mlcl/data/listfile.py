@@ -14,20 +14,22 @@ i.e. ``<image path>,<indices>`` where the indices are 0-based class columns sepa
 use the COCO category-id order (``classes="coco"``); the class order of the NUS-WIDE files is not
 documented upstream.
 
-This module also holds :func:`check_image_files`, the existence check shared by every reader.
+The existence check shared by every reader, :func:`check_image_files` (and the ``OnMissing`` type), lives in
+:mod:`mlcl.data._reader` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
+from mlcl._io import atomic_write_text
+from mlcl.data._reader import OnMissing, check_image_files, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import NEG, POS, UNK
@@ -36,49 +38,7 @@ __all__ = ["SPLITS", "check_image_files", "read", "read_class_names", "write"]
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
-OnMissing = Literal["error", "skip"]
-
 _CLASS_PRESETS = ("coco", "voc", "nuswide")
-
-
-def check_image_files(
-    paths: Sequence[str],
-    where: Callable[[int], str],
-    *,
-    source: str,
-    on_missing: OnMissing = "error",
-) -> tuple[list[int], list[str]]:
-    """Check that every listed image exists on disk (``os.path.exists`` only, no decoding).
-
-    Args:
-        paths: ``N`` absolute image paths.
-        where: ``where(i)`` describes the entry that listed image ``i`` (``"line 12"``, ``"image id 9"``),
-            used in the error message.
-        source: The annotation file that listed the images, for messages.
-        on_missing: ``"error"`` raises on the first missing image; ``"skip"`` drops missing images.
-
-    Returns:
-        ``(kept, missing)``: the indices of the images that exist, in order, and the missing paths.
-
-    Raises:
-        DataError: If an image is missing and ``on_missing="error"``; the message gives its path, the
-            entry that listed it and how many listed images are missing in all.
-    """
-    if on_missing not in ("error", "skip"):
-        raise ConfigError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-    exists = os.path.exists
-    kept: list[int] = []
-    missing: list[int] = []
-    for i, p in enumerate(paths):
-        (kept if exists(p) else missing).append(i)
-    if missing and on_missing == "error":
-        first = missing[0]
-        raise DataError(
-            f"{source}: image file not found: {paths[first]} (listed at {where(first)}); {len(missing)} of "
-            f"{len(paths)} listed images are missing. Pass on_missing='skip' to drop missing images, or "
-            "check_images=False to skip the check."
-        )
-    return kept, [paths[i] for i in missing]
 
 
 def read_class_names(spec: str | os.PathLike[str] | Sequence[str]) -> list[str]:
@@ -308,22 +268,16 @@ def read(
         "image_root": base_abs,
         "unlisted": unlisted,
     }
-    if check_images:
-        kept, missing = check_image_files(
-            items, lambda i: f"line {line_of[i]}", source=str(path), on_missing=on_missing
-        )
-        if missing:
-            meta["missing_images"] = missing
-            targets = targets[kept]
-            items = [items[i] for i in kept]
-            ids = [ids[i] for i in kept]
-    return MultiLabelSet(
-        class_names=list(names),
-        targets=torch.from_numpy(targets),
+    return labelset_from_reader(
+        class_names=names,
+        targets=targets,
         items=items,
         ids=ids,
         source=str(path),
         meta=meta,
+        check_images=check_images,
+        where=lambda i: f"line {line_of[i]}",
+        on_missing=on_missing,
     )
 
 
@@ -377,10 +331,7 @@ def write(
         if "\n" in shown or "\r" in shown:
             raise DataError(f"row {n}: image path {shown!r} holds a newline and cannot be written to {path}")
         lines.append(f"{shown},{' '.join(col_names[starts[n] : starts[n + 1]])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
     if classes_file is not None:
         for name in labelset.class_names:
             if "\n" in name or "\r" in name or not name.strip():

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
+from mlcl.data._reader import OnMissing, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
-from mlcl.data.listfile import OnMissing, check_image_files
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import POS
 
@@ -324,18 +323,14 @@ def read(
     for item in items:
         rel = os.path.relpath(item, root_abs)
         ids.append(item if rel.startswith(os.pardir) else rel.replace(os.sep, "/"))
-    if check_images:
-        kept, missing = check_image_files(items, where.__getitem__, source=source, on_missing=on_missing)
-        if missing:
-            meta["missing_images"] = missing
-            items = [items[i] for i in kept]
-            ids = [ids[i] for i in kept]
-            targets = targets[kept]
-    return MultiLabelSet(
+    return labelset_from_reader(
         class_names=names,
-        targets=torch.from_numpy(np.ascontiguousarray(targets)),
+        targets=targets,
         items=items,
         ids=ids,
         source=source,
         meta=meta,
+        check_images=check_images,
+        where=where.__getitem__,
+        on_missing=on_missing,
     )

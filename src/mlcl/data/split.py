@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mlcl._io import atomic_write_text
 from mlcl.errors import ConfigError, DataError
 
 __all__ = ["SPLIT_FORMAT", "holdout_split", "load_split", "save_split"]
@@ -48,21 +48,6 @@ def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndar
     return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise DataError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_split(path: str | os.PathLike[str], ids_train: Sequence[str], ids_val: Sequence[str]) -> None:
     """Write the ids of a train/validation split to a JSON file, atomically.
 
@@ -92,7 +77,7 @@ def save_split(path: str | os.PathLike[str], ids_train: Sequence[str], ids_val: 
         raise ValueError(f"save_split: id {sorted(both)[0]!r} is in both `ids_train` and `ids_val`")
     payload = {"format": SPLIT_FORMAT, "version": 1, "num_train": len(train), "num_val": len(val)}
     payload.update({"train": train, "val": val})
-    _atomic_write_text(Path(path), json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n", create_folder=False)
 
 
 def load_split(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
+from mlcl.data._reader import OnMissing, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
-from mlcl.data.listfile import OnMissing, check_image_files
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import NEG, POS, UNK
 
@@ -192,22 +191,16 @@ def read(
         "difficult": difficult,
         "num_difficult_only": n_difficult_only,
     }
-    if check_images:
-        kept, missing = check_image_files(
-            items, lambda i: f"line {line_of[i]}", source=str(split_file), on_missing=on_missing
-        )
-        if missing:
-            meta["missing_images"] = missing
-            items = [items[i] for i in kept]
-            ids = [ids[i] for i in kept]
-            targets = targets[kept]
-    return MultiLabelSet(
-        class_names=list(VOC_CLASSES),
-        targets=torch.from_numpy(np.ascontiguousarray(targets)),
+    return labelset_from_reader(
+        class_names=VOC_CLASSES,
+        targets=targets,
         items=items,
         ids=ids,
         source=str(split_file),
         meta=meta,
+        check_images=check_images,
+        where=lambda i: f"line {line_of[i]}",
+        on_missing=on_missing,
     )
 
 

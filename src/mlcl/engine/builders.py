@@ -101,11 +101,16 @@ def optimizer_from_config(cfg: Config, model: nn.Module):
     o = cfg.optim
     backbone_lr = o.backbone_lr
     if backbone_lr is None:  # a pretrained backbone is fine-tuned 10x slower than the new head
-        backbone_lr = o.lr * 0.1 if (cfg.model.weights or cfg.model.pretrained) else o.lr
+        backbone_lr = o.lr * 0.1 if is_pretrained(cfg) else o.lr
     groups = param_groups(
         model, lr=o.lr, backbone_lr=backbone_lr, attention_lr=o.attention_lr, weight_decay=o.weight_decay
     )
     return build_optimizer(groups, o.name, momentum=o.momentum, betas=(o.betas[0], o.betas[1]))
+
+
+def is_pretrained(cfg: Config) -> bool:
+    """Whether the backbone starts from pretrained weights (``model.weights`` or ``model.pretrained``)."""
+    return bool(cfg.model.weights or cfg.model.pretrained)
 
 
 def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):
@@ -121,7 +126,10 @@ def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):
         gamma=o.gamma,
         min_ratio=o.min_lr_ratio,
     )
-    return build_scheduler(optimizer, mult)
+    freeze = o.freeze_backbone_epochs
+    if freeze is None:
+        freeze = 1.0 if is_pretrained(cfg) and cfg.train.epochs > 1 and cfg.train.init_from is None else 0.0
+    return build_scheduler(optimizer, mult, freeze_backbone_steps=round(freeze * steps_per_epoch))
 
 
 def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:

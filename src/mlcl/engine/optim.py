@@ -121,6 +121,21 @@ def end_cos(a: float, b: float, pct: float) -> float:
     return b + (a - b) * (1 + math.cos(math.pi * pct)) / 2
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, multiplier: Callable[[int], float]) -> LambdaLR:
-    """A ``LambdaLR`` stepping once per iteration with ``multiplier``."""
-    return LambdaLR(optimizer, multiplier)
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, multiplier: Callable[[int], float], *, freeze_backbone_steps: int = 0
+) -> LambdaLR:
+    """A ``LambdaLR`` stepping once per iteration with ``multiplier``.
+
+    With ``freeze_backbone_steps`` > 0 the parameter groups named ``backbone`` (see :func:`param_groups`) get
+    a learning rate of 0 for that many iterations: the new head is fitted on the pretrained features first,
+    then everything is fine-tuned ("LP-FT", Kumar et al., ICLR 2022), so that the gradients of a random head
+    do not disturb the pretrained features.
+    """
+    if freeze_backbone_steps <= 0:
+        return LambdaLR(optimizer, multiplier)
+
+    def frozen(t: int) -> float:
+        return 0.0 if t < freeze_backbone_steps else multiplier(t)
+
+    lambdas = [frozen if g.get("name") == "backbone" else multiplier for g in optimizer.param_groups]
+    return LambdaLR(optimizer, lambdas)

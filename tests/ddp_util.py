@@ -1,0 +1,38 @@
+"""Scaffolding of the 2-process gloo tests: a free port, the spawn, the process group of a worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_spawned(worker: Callable[..., None], *args: Any, nprocs: int = 2) -> None:
+    """Run ``worker(rank, port, *args)`` in ``nprocs`` spawned processes (a fresh free port) and wait for them."""
+    mp.spawn(worker, args=(free_port(), *args), nprocs=nprocs, join=True)
+
+
+@contextmanager
+def gloo_group(rank: int, port: int, world_size: int = 2) -> Iterator[None]:
+    """Join a gloo group on 127.0.0.1:``port`` (one thread per process) and leave it on exit."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

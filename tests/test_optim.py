@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mlcl.engine.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
+from mlcl.models.factory import create_model
+
+
+def _lrs(sched: torch.optim.lr_scheduler.LRScheduler, opt: torch.optim.Optimizer, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_onecycle_matches_torch_onecycle() -> None:
+    total = 50
+    p = [nn.Parameter(torch.zeros(1))]
+    ref_opt = torch.optim.SGD(p, lr=0.1)
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        ref_opt, max_lr=0.1, total_steps=total, pct_start=0.2, cycle_momentum=False
+    )
+    ours_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ours = build_scheduler(ours_opt, lr_multiplier("onecycle", total_steps=total, steps_per_epoch=10, pct_start=0.2))
+    torch.testing.assert_close(torch.tensor(_lrs(ours, ours_opt, total)), torch.tensor(_lrs(ref, ref_opt, total)))
+
+
+def test_cosine_with_warmup_formula() -> None:
+    f = lr_multiplier("cosine", total_steps=100, steps_per_epoch=10, warmup_steps=10, min_ratio=0.0)
+    assert f(0) == pytest.approx(0.1)
+    assert f(5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
+    assert f(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_schedule() -> None:
+    f = lr_multiplier("step", total_steps=100, steps_per_epoch=5, step_size_epochs=2, gamma=0.1)
+    assert f(9) == 1.0 and f(10) == pytest.approx(0.1) and f(20) == pytest.approx(0.01)
+
+
+def test_param_groups_split_rates_and_decay() -> None:
+    model = create_model(
+        "resnet10t", 3, head="mulcon", head_dim=16, head_heads=2, head_num_sab=1, proj_hidden=8, proj_dim=4
+    )
+    groups = param_groups(model, lr=1e-2, backbone_lr=1e-4, attention_lr=1e-3, weight_decay=0.05)
+    by_name = {}
+    for g in groups:
+        by_name.setdefault(g["name"], []).append(g)
+    assert {g["lr"] for g in by_name["backbone"]} == {1e-4}
+    assert {g["lr"] for g in by_name["attention"]} == {1e-3}
+    assert {g["lr"] for g in by_name["head"]} == {1e-2}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            no_decay = p.ndim <= 1 or names[id(p)].endswith(".bias")
+            assert g["weight_decay"] == (0.0 if no_decay else 0.05), names[id(p)]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_frozen_backbone_phase_keeps_backbone_weights() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet10t", 3)
+    opt = build_optimizer(param_groups(model, lr=1e-2, weight_decay=0.1), "adamw")
+    sched = build_scheduler(opt, lambda t: 1.0, freeze_backbone_steps=2)
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.") and v.is_floating_point()
+    }
+    head_before = model.fc.weight.detach().clone()
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    for step in range(3):
+        model(x).logits.sum().backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        params = dict(model.named_parameters())
+        moved = any(not torch.equal(params[k], before[k]) for k in params if k in before)
+        assert moved == (step == 2), step  # frozen for the first two steps only
+    assert not torch.equal(model.fc.weight, head_before)
