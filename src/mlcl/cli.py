@@ -188,8 +188,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mlcl.engine.trainer import fit
 
     cfg = _train_config(args)
-    result = fit(cfg, resume=args.resume)
-    if not is_main_process():
+    try:
+        result = fit(cfg, resume=args.resume)
+        main_process = is_main_process()
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if not main_process:
         return
     if not result.metrics:
         print(f"stopped after {cfg.train.stop_after} epoch(s); continue with: mlcl train --resume {result.run_dir}")

@@ -126,10 +126,7 @@ def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):
         gamma=o.gamma,
         min_ratio=o.min_lr_ratio,
     )
-    freeze = o.freeze_backbone_epochs
-    if freeze is None:
-        freeze = 1.0 if is_pretrained(cfg) and cfg.train.epochs > 1 and cfg.train.init_from is None else 0.0
-    return build_scheduler(optimizer, mult, freeze_backbone_steps=round(freeze * steps_per_epoch))
+    return build_scheduler(optimizer, mult, freeze_backbone_steps=round(o.freeze_backbone_epochs * steps_per_epoch))
 
 
 def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:

@@ -155,7 +155,7 @@ class OptimConfig:
         weight_decay: Weight decay (not applied to biases and normalisation weights).
         momentum: SGD momentum.
         betas: Adam betas.
-        schedule: ``cosine`` (linear warm-up then cosine), ``onecycle``, ``step`` or ``constant``.
+        schedule: ``onecycle``, ``cosine`` (linear warm-up then cosine), ``step`` or ``constant``.
         warmup_epochs: Warm-up length for ``cosine`` (fraction allowed).
         pct_start: Share of the run spent increasing the rate for ``onecycle``.
         step_size: Epochs between decays for ``step``.
@@ -163,8 +163,7 @@ class OptimConfig:
         min_lr_ratio: Final rate as a fraction of the peak for ``cosine``.
         clip_grad_norm: Clip the gradient norm to this value (``None``: off).
         freeze_backbone_epochs: Keep the backbone's learning rate at 0 for this many epochs while the head
-            learns ("LP-FT"). ``None``: 1 epoch for a pretrained backbone (``model.weights`` or
-            ``model.pretrained``) in runs of more than one epoch without ``train.init_from``, else 0.
+            learns first ("LP-FT"); 0 by default.
     """
 
     name: str = "adamw"
@@ -174,14 +173,14 @@ class OptimConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.5
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
     pct_start: float = 0.2
     step_size: int = 20
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
     clip_grad_norm: float | None = None
-    freeze_backbone_epochs: float | None = None
+    freeze_backbone_epochs: float = 0.0
 
 
 @dataclass
@@ -208,7 +207,7 @@ class TrainConfig:
 
     method: str = "standard"
     epochs: int = 5
-    batch_size: int = 64
+    batch_size: int = 32
     seed: int = 0
     amp: str = "auto"
     ema: bool = True
