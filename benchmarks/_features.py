@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--augment", default="default")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 oversubscribes a shared 2-core CPU)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     for split in ("train", "heldout"):

@@ -157,6 +157,7 @@ def lam_grid(
                             "val_mAP": score(m, eval_x[va_t], targets[va_t]),
                         }
                     )
+            print(f"grid: {protocol} seed {seed} done", flush=True)
     by_lam = {str(lam): statistics.fmean(r["val_mAP"] for r in rows if r["lam"] == lam) for lam in [None, *grid]}
     best = max(grid, key=lambda lam: by_lam[str(lam)])
     return {"n_train": len(tr), "n_val": len(va), "seeds": seeds, "rows": rows, "mean_val_mAP": by_lam, "chosen": best}
@@ -226,7 +227,7 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--limit", type=int, default=None, help="first images only (smoke test; nothing cached)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 oversubscribes a shared 2-core CPU)")
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end trainer check")
     ap.add_argument("--e2e-epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "missing_miml.json")

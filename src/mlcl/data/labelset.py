@@ -55,9 +55,11 @@ class MultiLabelSet:
     def subset(self, indices: Sequence[int]) -> MultiLabelSet:
         """A new set holding the rows ``indices`` (in that order)."""
         idx = [int(i) for i in indices]
-        items = self.items[np.asarray(idx, dtype=np.int64)] if isinstance(self.items, np.ndarray) else [
-            self.items[i] for i in idx
-        ]
+        items = (
+            self.items[np.asarray(idx, dtype=np.int64)]
+            if isinstance(self.items, np.ndarray)
+            else [self.items[i] for i in idx]
+        )
         return MultiLabelSet(
             class_names=list(self.class_names),
             targets=self.targets[torch.as_tensor(idx, dtype=torch.long)].clone(),
