@@ -58,6 +58,7 @@ PROTOCOLS = ("single-positive", "drop:0.5")
 OFFICIAL_LAM = 1.0  # official lambda, for a base loss summed over N*C entries
 TAU = 0.75  # train_clml.py --threshold
 START_EPOCH = 1  # --NeEpoch
+NEVER = 10**9  # start_epoch that disables CLML's label correction (ablation rows)
 
 
 class NeckClassifier(nn.Module):
@@ -79,6 +80,7 @@ def train_run(
     *,
     base: str,
     lam: float | None,
+    start_epoch: int = START_EPOCH,
     seed: int,
     epochs: int,
     batch_size: int,
@@ -88,7 +90,7 @@ def train_run(
     torch.manual_seed(seed)
     model = NeckClassifier(views.shape[-1], targets.shape[1])
     loss_fn = build_loss(base, reduction="mean")
-    clml = CLML(tau=TAU, lam=lam, start_epoch=START_EPOCH) if lam is not None else None
+    clml = CLML(tau=TAU, lam=lam, start_epoch=start_epoch) if lam is not None else None
     n, k = views.shape[:2]
     steps = n // batch_size
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -228,9 +230,16 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--limit", type=int, default=None, help="first images only (smoke test; nothing cached)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (2 oversubscribes a shared 2-core CPU)")
+    ap.add_argument(
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run base+clml without label correction (start_epoch never reached)",
+    )
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end trainer check")
     ap.add_argument("--e2e-epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "missing_miml.json")
+    ap.add_argument("--grid-json", type=Path, default=ROOT / "results" / "missing_miml_grid.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t_start = time.time()
@@ -266,10 +275,17 @@ def main() -> None:
             rel = "no CLML" if key == "None" else f"{float(key) / official:g}"
             print(f"| {'-' if key == 'None' else f'{float(key):.4g}'} | {rel} | {100 * v:.2f} |")
         print(f"\nchosen lam = {lam:g} ({grid_info['time_s']} s)", flush=True)
+        a.grid_json.parent.mkdir(parents=True, exist_ok=True)
+        a.grid_json.write_text(json.dumps({**grid_info, "settings": {**kw, "views": a.views}}, indent=2))
+    elif a.grid_json.is_file():  # --lam given: keep the record of an earlier grid next to the table
+        grid_info = {"from": str(a.grid_json), **json.loads(a.grid_json.read_text())}
+        print(f"lam = {lam:g} given; earlier grid (chosen {grid_info.get('chosen')}) read from {a.grid_json}")
 
-    methods: list[tuple[str, str, float | None]] = [("bce (unknown ignored)", "bce", None)]
+    methods: list[tuple[str, str, float | None, int]] = [("bce (unknown ignored)", "bce", None, START_EPOCH)]
     for base in BASES:
-        methods += [(base, base, None), (f"{base}+clml", base, lam)]
+        methods += [(base, base, None, START_EPOCH), (f"{base}+clml", base, lam, START_EPOCH)]
+        if a.ablation:
+            methods.append((f"{base}+clml, no label correction", base, lam, NEVER))
     runs: list[dict[str, Any]] = []
     t0 = time.time()
     for seed in a.seeds:  # full-label reference: no missing labels
@@ -278,9 +294,9 @@ def main() -> None:
     for protocol in PROTOCOLS:
         for seed in a.seeds:
             y = apply_missing(y_tr, protocol, seed)
-            for name, base, lam_m in methods:
+            for name, base, lam_m, start in methods:
                 t1 = time.time()
-                m = train_run(views, y, base=base, lam=lam_m, seed=seed, **kw)
+                m = train_run(views, y, base=base, lam=lam_m, start_epoch=start, seed=seed, **kw)
                 runs.append(
                     {
                         "protocol": protocol,
@@ -309,7 +325,7 @@ def main() -> None:
     print(f"| method | {head} |\n|---|" + "---|---|" * len(PROTOCOLS))
     print("| bce (full labels, reference) | " + " | ".join(f"{fmt(full)} | " for _ in PROTOCOLS) + "|")
     summary: dict[str, Any] = {"bce (full labels)": {"mean": mean_std(full)[0], "std": mean_std(full)[1]}}
-    for name, base, lam_m in methods:
+    for name, base, lam_m, _ in methods:
         cells = []
         for p in PROTOCOLS:
             v = vals(p, name)

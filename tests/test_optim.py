@@ -84,3 +84,16 @@ def test_frozen_backbone_phase_keeps_backbone_weights() -> None:
         moved = any(not torch.equal(params[k], before[k]) for k in params if k in before)
         assert moved == (step == 2), step  # frozen for the first two steps only
     assert not torch.equal(model.fc.weight, head_before)
+
+
+def test_default_learning_rates_follow_the_backbone_origin() -> None:
+    from mlcl.engine.builders import resolved_learning_rates
+    from mlcl.engine.config import load_config
+
+    assert resolved_learning_rates(load_config(None, [])) == (2e-3, 2e-3)
+    assert resolved_learning_rates(load_config(None, ["model.weights=w.pth"])) == (1e-2, 2e-4)
+    assert resolved_learning_rates(load_config(None, ["model.pretrained=true", "optim.lr=1e-3"])) == (1e-3, 2e-5)
+    assert resolved_learning_rates(load_config(None, ["model.weights=w.pth", "optim.backbone_lr=1e-4"])) == (
+        1e-2,
+        1e-4,
+    )

@@ -99,11 +99,9 @@ def criterion_from_config(cfg: Config) -> Criterion:
 def optimizer_from_config(cfg: Config, model: nn.Module):
     """Optimiser over the parameter groups of ``model`` (backbone / attention / head rates)."""
     o = cfg.optim
-    backbone_lr = o.backbone_lr
-    if backbone_lr is None:  # a pretrained backbone is fine-tuned 10x slower than the new head
-        backbone_lr = o.lr * 0.1 if is_pretrained(cfg) else o.lr
+    lr, backbone_lr = resolved_learning_rates(cfg)
     groups = param_groups(
-        model, lr=o.lr, backbone_lr=backbone_lr, attention_lr=o.attention_lr, weight_decay=o.weight_decay
+        model, lr=lr, backbone_lr=backbone_lr, attention_lr=o.attention_lr, weight_decay=o.weight_decay
     )
     return build_optimizer(groups, o.name, momentum=o.momentum, betas=(o.betas[0], o.betas[1]))
 
@@ -111,6 +109,21 @@ def optimizer_from_config(cfg: Config, model: nn.Module):
 def is_pretrained(cfg: Config) -> bool:
     """Whether the backbone starts from pretrained weights (``model.weights`` or ``model.pretrained``)."""
     return bool(cfg.model.weights or cfg.model.pretrained)
+
+
+def resolved_learning_rates(cfg: Config) -> tuple[float, float]:
+    """``(head lr, backbone lr)``: the configured values, or the defaults of the recipe.
+
+    From scratch: 2e-3 for every parameter. With a pretrained backbone (``model.weights`` or
+    ``model.pretrained``): 1e-2 for the new head and 2e-4 (a fiftieth) for the backbone, so that the head is
+    fitted within the first epoch while the pretrained features move slowly.
+    """
+    o = cfg.optim
+    pretrained = is_pretrained(cfg)
+    lr = o.lr if o.lr is not None else (1e-2 if pretrained else 2e-3)
+    if o.backbone_lr is not None:
+        return lr, o.backbone_lr
+    return lr, (lr / 50 if pretrained else lr)
 
 
 def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):

@@ -148,9 +148,10 @@ class OptimConfig:
 
     Attributes:
         name: ``adam``, ``adamw`` or ``sgd``.
-        lr: Peak learning rate of the head (and of every parameter unless ``backbone_lr`` is set).
-        backbone_lr: Peak learning rate of the backbone; ``None``: ``lr / 10`` for a pretrained backbone
-            (``model.weights`` or ``model.pretrained``), else ``lr``.
+        lr: Peak learning rate of the head (and of every parameter unless ``backbone_lr`` is set). ``None``:
+            1e-2 with a pretrained backbone (``model.weights`` or ``model.pretrained``), else 2e-3.
+        backbone_lr: Peak learning rate of the backbone; ``None``: ``lr / 50`` for a pretrained backbone, else
+            ``lr``.
         attention_lr: Peak learning rate of the mulcon head's attention block; ``None`` uses ``lr``.
         weight_decay: Weight decay (not applied to biases and normalisation weights).
         momentum: SGD momentum.
@@ -167,7 +168,7 @@ class OptimConfig:
     """
 
     name: str = "adamw"
-    lr: float = 2e-3
+    lr: float | None = None
     backbone_lr: float | None = None
     attention_lr: float | None = None
     weight_decay: float = 1e-4
@@ -314,6 +315,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # Optional[X]: X's own message, with null allowed
+            raise ConfigError(errors[0].replace(", got ", " (or null), got ", 1))
         raise ConfigError(f"`{key}` must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if tp is Any:
         return value
