@@ -153,6 +153,27 @@ def test_float32_inputs() -> None:
     torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_count_paths_agree(threads: int) -> None:
+    """One thread: NumPy's SYRK forms the Gram matrix; more: torch (the pools must not compete). Same result."""
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.relu(torch.randn(24, 40, generator=gen, dtype=torch.float64) + 0.3)
+    logits = torch.randn(24, 7, generator=gen, dtype=torch.float64)
+    targets = torch.randint(-1, 2, (24, 7), generator=gen)
+    pos = NV.clml_corrected(logits.numpy(), targets.numpy(), 0.75, True)
+    loss_ref, grad_ref, _, _ = NV.clml(feats.numpy(), pos, lam=1.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = feats.clone().requires_grad_()
+        loss = clml(x, logits, targets)
+        loss.backward()
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(loss.item(), loss_ref, rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), grad_ref, rtol=0, atol=1e-12)
+
+
 def test_correction_is_strict_and_uses_all_non_positives() -> None:
     logits = torch.tensor([[0.0, 1e-9, -1e-9, 5.0, 5.0]], dtype=torch.float64)
     targets = torch.tensor([[-1, -1, -1, 0, -1]])

@@ -191,6 +191,8 @@ def test_large_loss_schedules_and_selection() -> None:
         assert {tuple(ij) for ij in mask.nonzero().tolist()} == chosen
         assert len(chosen) == min(math.ceil(cp_rate * 60 - 1e-9), int((targets == -1).sum()))
         assert torch.all(targets[mask] == -1)  # only unknown entries are ever selected
+        llcp(logits, targets)  # the forward keeps its selection for the trainer (LL-Cp's write-back)
+        assert llcp.last_selection is not None and torch.equal(llcp.last_selection, mask)
     assert llcp.permanent_correction and not llr.permanent_correction and not llct.permanent_correction
     # LL-R: rejected entries get no gradient; at epoch 0 every method is assume-negative BCE
     llr.set_epoch(3)
@@ -200,6 +202,8 @@ def test_large_loss_schedules_and_selection() -> None:
     for m in (llr, llct, llcp):
         m.set_epoch(0)
         torch.testing.assert_close(m(logits, targets), L.AssumeNegativeBCELoss()(logits, targets))
+    with pytest.raises(ValueError, match="selection"):
+        LF.large_loss(logits, targets, rate=0.1, scheme="correct", selection=torch.zeros(2, 2, dtype=torch.bool))
 
 
 def test_large_loss_selection_caps_k_at_the_unknown_count() -> None:

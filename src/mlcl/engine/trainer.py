@@ -395,7 +395,8 @@ def _fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool
                 out = net(images)
             terms = criterion(out, targets, index)
             if permanent:  # LL-Cp: remember the global batch's corrected entries (applied to the dataset below)
-                sel = criterion.base.select(all_gather_nograd(out.logits.detach().float()), all_gather_nograd(targets))
+                sel = criterion.base.last_selection  # as the loss selected them, on the gathered batch
+                assert sel is not None
                 rows, cols = sel.nonzero(as_tuple=True)
                 ids = all_gather_nograd(index)
                 corrections.append(torch.stack([ids[rows], cols], 1))

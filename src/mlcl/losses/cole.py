@@ -160,10 +160,10 @@ class RoleLoss(MultiLabelLoss):
                 f"`index` must have one entry per row of `logits` ({logits.shape[0]}), got {index.shape[0]}"
             )
         n_rows = self.estimates.shape[0]
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_rows):
-            raise ValueError(
-                f"`index` must lie in [0, {n_rows}) (the training set), got [{int(index.min())}, {int(index.max())}]"
-            )
+        if index.numel():
+            low, high = torch.stack(torch.aminmax(index)).tolist()  # one host sync
+            if low < 0 or high >= n_rows:
+                raise ValueError(f"`index` must lie in [0, {n_rows}) (the training set), got [{low}, {high}]")
         u = self.estimates[index].to(logits.device)
         return LF.role_loss(logits, u, targets, expected_num_pos=self.expected_num_pos, reduction=self.reduction)
 

@@ -486,6 +486,7 @@ def large_loss(
     rate: float,
     scheme: Literal["reject", "correct"],
     reduction: Reduction = "mean",
+    selection: Tensor | None = None,
 ) -> Tensor:
     r"""Large-loss rejection / correction on assume-negative BCE (LL-R, LL-Ct/Cp; Kim et al., CVPR 2022).
 
@@ -500,6 +501,8 @@ def large_loss(
         rate: Fraction of ``N*C`` entries to modify (see the modules for the per-epoch schedule).
         scheme: ``"reject"`` or ``"correct"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        selection: The ``(N, C)`` boolean mask of :func:`large_loss_selection` for these logits, targets
+            and ``rate`` when the caller already has it (it is then not recomputed).
 
     Returns:
         Scalar, or ``(N, C)`` for ``reduction="none"``.
@@ -507,7 +510,15 @@ def large_loss(
     check_reduction(reduction)
     if scheme not in ("reject", "correct"):
         raise ValueError(f"`scheme` must be 'reject' or 'correct', got {scheme!r}")
-    sel = large_loss_selection(logits, targets, rate)
+    if selection is None:
+        sel = large_loss_selection(logits, targets, rate)
+    elif selection.dtype != torch.bool or selection.shape != logits.shape:
+        raise ValueError(
+            f"`selection` must be a boolean mask shaped like `logits` {tuple(logits.shape)}, "
+            f"got {selection.dtype} {tuple(selection.shape)}"
+        )
+    else:
+        sel = selection
     pos = targets == POS
     loss = torch.where(pos, -F.logsigmoid(logits), -F.logsigmoid(-logits))
     modified = torch.zeros_like(loss) if scheme == "reject" else -F.logsigmoid(logits)
@@ -572,12 +583,14 @@ def _group_sizes(sizes: np.ndarray) -> list[tuple[int, int, int]]:
 
 # The small-matrix work (packing, eigen-decompositions, certification, assembly of the N x N gradient
 # coefficients) runs on the host in float64 with NumPy (its per-call overhead is a fraction of a tensor
-# op's); the large products (the Gram matrix, the gradient P @ Z) run on the input's device (on a CPU,
-# the Gram matrix through NumPy's SYRK).
+# op's); the large products (the Gram matrix, the gradient P @ Z) run on the input's device. Every product
+# large enough for a BLAS to thread goes through torch, except the CPU Gram matrix when torch runs one
+# thread (NumPy's SYRK, half the work): NumPy's OpenBLAS pool and torch's OpenMP pool stall each other
+# when both are busy (measured: 3 ms -> 8-19 ms with two threads on two cores).
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Batched matrix product through torch (its CPU BLAS threading is well behaved for large sizes)."""
+    """Batched matrix product through torch (one thread pool with the rest of training; see above)."""
     return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
@@ -656,7 +669,7 @@ class _HostRows:
         return self._host
 
 
-def _decompose(z: Tensor, pos: np.ndarray, need_vec: bool) -> tuple[_Group, list[_Group]]:
+def _decompose(z: Tensor, host: _HostRows, pos: np.ndarray, need_vec: bool) -> tuple[_Group, list[_Group]]:
     """Eigen-decompositions of the global matrix ``z`` (N, D) and of each class's rows ``z[pos[:, k]]``.
 
     Row subsets with ``n <= D`` rows use packed blocks of ``G = Z Z^T`` grouped by size (one batched
@@ -666,7 +679,6 @@ def _decompose(z: Tensor, pos: np.ndarray, need_vec: bool) -> tuple[_Group, list
     decoupled from the real ones. Subsets with more rows than columns (only when N > D) use ``A^T A``.
     """
     n_rows, dim = z.shape
-    host = _HostRows(z)
     counts = pos.sum(0)
     row_cls = np.flatnonzero((counts > 0) & (counts <= dim))
     col_cls = np.flatnonzero(counts > dim)
@@ -674,7 +686,9 @@ def _decompose(z: Tensor, pos: np.ndarray, need_vec: bool) -> tuple[_Group, list
     gram = None
     scale = 0.0
     if n_rows <= dim or row_cls.size:
-        if z.device.type == "cpu":  # NumPy turns ``A @ A.T`` into one SYRK call (half the products)
+        if z.device.type == "cpu" and torch.get_num_threads() == 1:
+            # NumPy turns ``A @ A.T`` into one SYRK call (half the products). Only single-threaded: with
+            # several threads, NumPy's BLAS thread pool and torch's OpenMP pool spin against each other.
             gram = host.get(check=False) @ host.get(check=False).T
         else:
             gram = (z @ z.T).cpu().numpy()
@@ -714,55 +728,99 @@ def _decompose(z: Tensor, pos: np.ndarray, need_vec: bool) -> tuple[_Group, list
         lam, vec = _col_eig(rows, need_vec)
         idx = np.where(mb, np.arange(n_rows), n_rows)
         groups.append(_Group(ids=col_cls, idx=idx, lam=lam, vec=vec, rows=rows))
-    _certify(host, [glob, *groups], need_vec)
     return glob, groups
 
 
-def _real(g: _Group, values: np.ndarray) -> np.ndarray:
-    """``values`` (b, s) shaped like ``g.lam`` with the padding slots set to 0."""
-    if g.n is None:
-        return values
-    return np.where(np.arange(values.shape[1]) >= values.shape[1] - g.n[:, None], values, 0.0)
+@dataclass
+class _Slots:
+    """Every class's eigenvalues side by side, one slot per (subset, eigenpair) (host arrays).
+
+    ``lam`` (S,) the eigenvalues, ``real`` (S,) False on padding slots, ``cls`` (S,) the slot's class,
+    ``start`` (M,) the first slot of each of the M subsets (its slots ascend; the last is the largest).
+    """
+
+    lam: np.ndarray
+    real: np.ndarray
+    cls: np.ndarray
+    start: np.ndarray
 
 
-def _certify(host: _HostRows, groups: list[_Group], need_vec: bool) -> None:
-    """Recompute, with the accurate path, every matrix whose Gram eigen-decomposition is not trusted."""
+def _slots(groups: list[_Group]) -> _Slots:
+    lam, real, cls, start = [], [], [], []
+    offset = 0
     for g in groups:
-        lam = g.lam
-        real_min = lam[:, 0] if g.n is None else lam[np.arange(lam.shape[0]), lam.shape[1] - g.n]
-        bad = np.flatnonzero(~(real_min * _GRAM_MAX_COND > lam[:, -1]))  # also catches an all-zero matrix
-        if bad.size == 0:
-            continue
-        if g.rows is not None:
-            a = g.rows[bad]
+        assert g.ids is not None
+        b, s = g.lam.shape
+        lam.append(g.lam.ravel())
+        real.append(np.ones(b * s, bool) if g.n is None else (np.arange(s) >= s - g.n[:, None]).ravel())
+        cls.append(np.repeat(g.ids, s))
+        start.append(np.arange(offset, offset + b * s, s))
+        offset += b * s
+    if not groups:
+        empty = np.zeros(0, np.int64)
+        return _Slots(np.zeros(0), np.zeros(0, bool), empty, empty)
+    return _Slots(np.concatenate(lam), np.concatenate(real), np.concatenate(cls), np.concatenate(start))
+
+
+def _certify(host: _HostRows, glob: _Group, groups: list[_Group], need_vec: bool) -> _Slots:
+    """Recompute, with the accurate path, every matrix whose Gram eigen-decomposition is not trusted.
+
+    Returns the classes' slots after the recomputation.
+    """
+    if not (glob.lam[0, 0] * _GRAM_MAX_COND > glob.lam[0, -1]):  # also catches an all-zero matrix
+        _recompute(host, glob, np.zeros(1, np.int64), need_vec)
+    slots = _slots(groups)
+    if not groups:
+        return slots
+    low = np.minimum.reduceat(np.where(slots.real, slots.lam, np.inf), slots.start)
+    high = slots.lam[np.append(slots.start[1:], slots.lam.size) - 1]
+    bad = np.flatnonzero(~(low * _GRAM_MAX_COND > high))
+    if bad.size == 0:
+        return slots
+    first = 0
+    for g in groups:
+        b = g.lam.shape[0]
+        mine = bad[(bad >= first) & (bad < first + b)] - first
+        if mine.size:
+            _recompute(host, g, mine, need_vec)
+        first += b
+    return _slots(groups)
+
+
+def _recompute(host: _HostRows, g: _Group, bad: np.ndarray, need_vec: bool) -> None:
+    """Replace the eigenpairs of ``g``'s matrices ``bad`` by those of the accurate path (QR + SVD)."""
+    if g.rows is not None:
+        a = g.rows[bad]
+    else:
+        z = host.get()
+        if g.idx is None:
+            a = z[None]
         else:
-            z = host.get()
-            if g.idx is None:
-                a = z[None]
-            else:
-                a = np.concatenate([z, np.zeros_like(z)])[g.idx[bad]]  # zero rows at the dummy indices
-        # zero rows give zero singular values in the padding slots, which _real() also drops
-        lam_bad, vec_bad = _accurate_eig(np.ascontiguousarray(a), need_vec)  # shapes of g.lam[bad], g.vec[bad]
-        g.lam = g.lam.copy()
-        g.lam[bad] = lam_bad
-        if g.vec is not None and vec_bad is not None:
-            g.vec = g.vec.copy()
-            g.vec[bad] = vec_bad
+            a = np.concatenate([z, np.zeros_like(z)])[g.idx[bad]]  # zero rows at the dummy indices
+    # zero rows give zero singular values in the padding slots, which carry no weight
+    lam_bad, vec_bad = _accurate_eig(np.ascontiguousarray(a), need_vec)  # shapes of g.lam[bad], g.vec[bad]
+    g.lam = g.lam.copy()
+    g.lam[bad] = lam_bad
+    if g.vec is not None and vec_bad is not None:
+        g.vec = g.vec.copy()
+        g.vec[bad] = vec_bad
 
 
 def _class_global_nuclear(
     z: Tensor, pos: np.ndarray, need_vec: bool
-) -> tuple[np.ndarray, float, tuple[_Group, list[_Group]]]:
+) -> tuple[np.ndarray, float, tuple[_Group, list[_Group], _Slots]]:
     """Class nuclear norms ``(C,)`` (0 for an empty class), the global nuclear norm, and the decompositions."""
-    glob, groups = _decompose(z, pos, need_vec)
-    cls = np.zeros(pos.shape[1])
-    for g in groups:
-        assert g.ids is not None
-        cls[g.ids] = _real(g, np.sqrt(np.maximum(g.lam, 0.0))).sum(1)
-    return cls, float(np.sqrt(np.maximum(glob.lam, 0.0)).sum()), (glob, groups)
+    host = _HostRows(z)
+    glob, groups = _decompose(z, host, pos, need_vec)
+    slots = _certify(host, glob, groups, need_vec)
+    sigma = np.where(slots.real, np.sqrt(np.maximum(slots.lam, 0.0)), 0.0)
+    cls = np.bincount(slots.cls, weights=sigma, minlength=pos.shape[1])
+    return cls, float(np.sqrt(np.maximum(glob.lam, 0.0)).sum()), (glob, groups, slots)
 
 
-def _coef_matrix(n_rows: int, glob: _Group, groups: list[_Group], active: np.ndarray, thr: float) -> np.ndarray:
+def _coef_matrix(
+    n_rows: int, glob: _Group, groups: list[_Group], slots: _Slots, active: np.ndarray, thr: float
+) -> np.ndarray:
     """``P = sum_{k active} U_{k,r} diag(1/sigma_{k,r}) U_{k,r}^T - U_r diag(1/sigma_r) U_r^T`` (N x N).
 
     Only singular values ``sigma >= thr`` count; the gradient of the CLML bracket is ``P @ Z``.
@@ -774,13 +832,17 @@ def _coef_matrix(n_rows: int, glob: _Group, groups: list[_Group], active: np.nda
 
     assert glob.vec is not None
     vg = glob.vec[0]
-    p = -((vg * inv_sigma(glob.lam[0])) @ vg.T)
+    p = -_mm(vg * inv_sigma(glob.lam[0]), vg.T)
+    coef = inv_sigma(slots.lam) * (slots.real & active[slots.cls])
     width = n_rows + 1  # index N collects the padding
     lins, vals = [], []
+    offset = 0
     for g in groups:
-        assert g.vec is not None and g.idx is not None and g.ids is not None
-        c = _real(g, inv_sigma(g.lam)) * active[g.ids][:, None]
-        vals.append(np.matmul(g.vec * c[:, None, :], np.swapaxes(g.vec, -1, -2)).ravel())
+        assert g.vec is not None and g.idx is not None
+        b, s = g.lam.shape
+        c = coef[offset : offset + b * s].reshape(b, 1, s)
+        offset += b * s
+        vals.append(np.matmul(g.vec * c, np.swapaxes(g.vec, -1, -2)).ravel())
         idx = np.minimum(g.idx, n_rows)
         lins.append((idx[:, :, None] * width + idx[:, None, :]).ravel())
     if lins:
@@ -908,7 +970,7 @@ class _CLMLFunction(torch.autograd.Function):
         loss = lam * (float(np.maximum(cls, delta).sum()) - glob) / n_rows
         if need_vec:
             # hinge-active classes (||Z_k||_* > delta) enter with +1, the global term with -1
-            p = _coef_matrix(n_rows, state[0], state[1], (cls > delta).astype(np.float64), eig_threshold)
+            p = _coef_matrix(n_rows, *state, cls > delta, eig_threshold)
             p *= lam / n_rows
             work = torch.float64 if features.dtype == torch.float64 else torch.float32
             ctx.save_for_backward(features, torch.from_numpy(p).to(device=features.device, dtype=work))
@@ -918,8 +980,8 @@ class _CLMLFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor):  # type: ignore[override]
         features, p = ctx.saved_tensors
-        grad = p @ features.to(p.dtype)
-        grad = grad * grad_output.to(p.dtype)  # honour the incoming gradient (the official backward ignores it)
+        # honour the incoming gradient (the official backward ignores it): scale the N x N factor, not N x D
+        grad = (p * grad_output.to(p.dtype)) @ features.to(p.dtype)
         return grad.to(features.dtype), None, None, None, None
 
 

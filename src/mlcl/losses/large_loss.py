@@ -38,6 +38,8 @@ class _LargeLoss(EpochScheduled, MultiLabelLoss):
         if not 0.0 <= delta_rel <= 1.0:
             raise ValueError(f"`delta_rel` must lie in [0, 1] (a fraction, 0.002 = 0.2 %), got {delta_rel!r}")
         self.delta_rel = delta_rel
+        #: The selection of the last :meth:`forward` (``(N, C)`` bool; LL-Cp's trainer writes it back).
+        self.last_selection: Tensor | None = None
 
     @property
     def rate(self) -> float:
@@ -46,7 +48,11 @@ class _LargeLoss(EpochScheduled, MultiLabelLoss):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Loss of ``logits`` ``(N, C)`` against ``targets`` ``(N, C)`` in {1, 0, -1}."""
-        return LF.large_loss(logits, targets, rate=self.rate, scheme=self.scheme, reduction=self.reduction)
+        sel = self.select(logits, targets)
+        self.last_selection = sel
+        return LF.large_loss(
+            logits, targets, rate=self.rate, scheme=self.scheme, reduction=self.reduction, selection=sel
+        )
 
     def select(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Boolean ``(N, C)`` mask of the entries the current epoch rejects/corrects in this batch."""
@@ -87,8 +93,9 @@ class LargeLossPermanentCorrection(_LargeLoss):
 
     From the second epoch on (0-based ``t >= 1``), ``k = ceil(N C Delta_rel)`` unknown entries per batch
     (a constant, not growing) are corrected in the loss as in LL-Ct, and the trainer must store them as
-    positives in its label table: call :meth:`select` with the same ``logits``/``targets`` (or rely on
-    :attr:`permanent_correction`) and set those targets to 1, so later epochs see them as observed.
+    positives in its label table: after each forward, :attr:`last_selection` holds the entries of that
+    batch (the global batch under DDP, as the loss saw it); set those targets to 1, so later epochs see
+    them as observed (the trainer does so when :attr:`permanent_correction` is set).
 
     This is the behaviour the paper describes. The released code compares ``P['mod_scheme'] is 'LL-Cp'``,
     which is always False for a CLI string, so there LL-Cp silently ran the LL-Ct schedule without the
