@@ -68,7 +68,7 @@ class Criterion(nn.Module):
         if getattr(self.base, "needs_index", False):
             if index is None:
                 raise ValueError(f"the base loss {type(self.base).__name__} needs the batch's dataset indices")
-            extra = (all_gather_nograd(index) if is_distributed() else index,)
+            extra = (all_gather_nograd(index),)  # the batch's own indices without a process group
         if is_distributed():
             terms: dict[str, Tensor] = {"base": self.base(gather_with_grad(logits), all_gather_nograd(targets), *extra)}
         else:

@@ -222,10 +222,11 @@ def role_loss(
     (rows of a learnable ``(N_train, C)`` table) and ``sg`` the stop-gradient:
 
     .. math::
-        \ell_{ic} = 	frac12ig([y=1](-\log p - \log	heta) + [y=0](-\log(1-p) - \log(1-	heta))ig)
-                  + 	frac12ig(\mathrm{BCE}(p;\,\mathrm{sg}\,	heta) + \mathrm{BCE}(	heta;\,\mathrm{sg}\,p)ig),
+        \ell_{ic} = \tfrac12\big([y=1](-\log p - \log\theta) + [y=0](-\log(1-p) - \log(1-\theta))\big)
+                  + \tfrac12\big(\mathrm{BCE}(p;\,\mathrm{sg}\,\theta) + \mathrm{BCE}(\theta;\,\mathrm{sg}\,p)\big),
 
-        R = rac{1}{2C^2}\Big[\Big(rac1N\sum_{ic} p_{ic} - k\Big)^2 + \Big(rac1N\sum_{ic}	heta_{ic} - k\Big)^2\Big],
+        R = \frac{1}{2C^2}\Big[\Big(\frac1N\sum_{ic} p_{ic} - k\Big)^2
+            + \Big(\frac1N\sum_{ic}\theta_{ic} - k\Big)^2\Big],
 
     with ``BCE(a; b) = -b log a - (1 - b) log(1 - a)``. The cross terms cover every entry (observed ones
     too, as the official ``loss_role``). Loss ``= sum(l) / (N*C) + R`` for "mean" (the official
@@ -842,7 +843,9 @@ def _coef_matrix(
         b, s = g.lam.shape
         c = coef[offset : offset + b * s].reshape(b, 1, s)
         offset += b * s
-        vals.append(np.matmul(g.vec * c, np.swapaxes(g.vec, -1, -2)).ravel())
+        # row groups: stacks of small blocks (NumPy); column groups (N > D): N x N products, through torch
+        product = np.matmul if g.n is not None else _mm
+        vals.append(product(g.vec * c, np.swapaxes(g.vec, -1, -2)).ravel())
         idx = np.minimum(g.idx, n_rows)
         lins.append((idx[:, :, None] * width + idx[:, None, :]).ravel())
     if lins:
