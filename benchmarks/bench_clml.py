@@ -105,12 +105,17 @@ def torch_loop_clml(x: torch.Tensor, y: torch.Tensor, delta: float = 1.0, eig_th
     return (obj - float(s.sum())) / n, grad / n
 
 
-def floor(x: torch.Tensor) -> torch.Tensor:
-    """Gram matrix (float64), 64 x 64 eigh, gradient product: the pieces any exact Gram-based method needs."""
+def floor_factor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram matrix (float64) and its 64 x 64 eigh: ``(eigenvalues, P = U diag(lam^-1/2) U^T)`` in float64."""
     z = x.detach().to(torch.float64)
     gram = z.numpy() @ z.numpy().T if torch.get_num_threads() == 1 else (z @ z.T).numpy()
     lam, u = torch.linalg.eigh(torch.from_numpy(gram))
-    p = (u * lam.clamp_min(1e-300).rsqrt()) @ u.T
+    return lam, (u * lam.clamp_min(1e-300).rsqrt()) @ u.T
+
+
+def floor(x: torch.Tensor) -> torch.Tensor:
+    """Gram matrix, 64 x 64 eigh, gradient product ``P @ Z``: the pieces any exact Gram-based method needs."""
+    _, p = floor_factor(x)
     return p.to(x.dtype) @ x
 
 
@@ -125,12 +130,9 @@ class _Bound(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, logits, targets, blocks):
         ((targets == 1) | (torch.sigmoid(logits) > TAU)).numpy()
-        z = x.detach().to(torch.float64)
-        gram = z.numpy() @ z.numpy().T if torch.get_num_threads() == 1 else (z @ z.T).numpy()
-        lam, u = torch.linalg.eigh(torch.from_numpy(gram))
+        lam, p = floor_factor(x)
         for b in blocks:
             _eigh(b, True)
-        p = (u * lam.clamp_min(1e-300).rsqrt()) @ u.T
         ctx.save_for_backward(x, p.to(x.dtype))
         return x.new_tensor(float(lam.clamp_min(0).sqrt().sum()))
 
@@ -154,6 +156,7 @@ def class_blocks(x: torch.Tensor, pos: torch.Tensor) -> list[np.ndarray]:
     sizes = members.sum(1)
     keep = np.flatnonzero(sizes > 1)  # a single row is closed-form (no eigh)
     keep = keep[np.argsort(sizes[keep], kind="stable")]
+    padding = -gram.diagonal().max()
     blocks = []
     for s, lo, hi in _group_sizes(sizes[keep]):
         stack = np.zeros((hi - lo, s, s))
@@ -161,7 +164,7 @@ def class_blocks(x: torch.Tensor, pos: torch.Tensor) -> list[np.ndarray]:
             rows = np.flatnonzero(members[k])
             m = rows.size
             stack[b, s - m :, s - m :] = gram[np.ix_(rows, rows)]
-            stack[b, range(s - m), range(s - m)] = -gram.diagonal().max()
+            stack[b, range(s - m), range(s - m)] = padding
         blocks.append(stack)
     return blocks
 
