@@ -690,7 +690,8 @@ def _decompose(z: Tensor, host: _HostRows, pos: np.ndarray, need_vec: bool) -> t
         if z.device.type == "cpu" and torch.get_num_threads() == 1:
             # NumPy turns ``A @ A.T`` into one SYRK call (half the products). Only single-threaded: with
             # several threads, NumPy's BLAS thread pool and torch's OpenMP pool spin against each other.
-            gram = host.get(check=False) @ host.get(check=False).T
+            zh = host.get(check=False)
+            gram = zh @ zh.T
         else:
             gram = (z @ z.T).cpu().numpy()
         scale = float(gram.diagonal().max())
