@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from mlcl.engine.builders import (
-    criterion_from_config,
+from mlcl.engine.build import (
     model_from_config,
     mulcon_stage_configs,
+    objective_from_config,
     optimizer_from_config,
     projection_from_config,
     scheduler_from_config,
@@ -147,7 +147,7 @@ def test_config_builds(path: Path) -> None:
         if key not in _MODELS:
             with torch.device("meta"):
                 _MODELS[key] = model_from_config(stage, 80)
-        criterion_from_config(stage)  # the loss with its `loss.options` (a wrong keyword is a ConfigError)
+        objective_from_config(stage)  # the loss with its `loss.options` (a wrong keyword is a ConfigError)
         optimizer = optimizer_from_config(stage, _MODELS[key])
         scheduler_from_config(stage, optimizer, steps_per_epoch=10)
 

@@ -87,7 +87,7 @@ def test_frozen_backbone_phase_keeps_backbone_weights() -> None:
 
 
 def test_default_learning_rates_follow_the_backbone_origin() -> None:
-    from mlcl.engine.builders import resolved_learning_rates
+    from mlcl.engine.build import resolved_learning_rates
     from mlcl.engine.config import load_config
 
     assert resolved_learning_rates(load_config(None, [])) == (2e-3, 2e-3)

@@ -156,7 +156,7 @@ def test_probe_needs_the_linear_head(tmp_path: Path) -> None:
     ],
 )
 def test_default_recipe_resolution(over: list[str], expected: tuple[str, bool]) -> None:
-    from mlcl.engine.builders import resolve_recipe
+    from mlcl.engine.build import resolve_recipe
 
     cfg = resolve_recipe(load_config(None, over))
     assert (cfg.train.head_init, cfg.train.freeze_bn) == expected
@@ -164,7 +164,7 @@ def test_default_recipe_resolution(over: list[str], expected: tuple[str, bool]) 
 
 def test_every_shipped_config_opts_out_of_the_default_recipe() -> None:
     """Reproduction configs set their papers' learning rates, so LP-FT and frozen BatchNorm never apply silently."""
-    from mlcl.engine.builders import default_recipe
+    from mlcl.engine.build import default_recipe
 
     root = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(root.rglob("*.yaml"))

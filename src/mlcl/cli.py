@@ -215,7 +215,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from mlcl.data.dataset import ImageDataset
     from mlcl.data.registry import load_dataset, split_for
-    from mlcl.engine.trainer import evaluate_model, resolve_device
+    from mlcl.distributed import resolve_device
+    from mlcl.engine.evaluate import evaluate_model
     from mlcl.inference import Predictor
 
     device = resolve_device(args.device)
@@ -233,7 +234,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_metrics.json"
     if Path(args.checkpoint).is_dir() and not args.out:
         out = Path(args.checkpoint) / "eval_metrics.json"
-    from mlcl.engine.checkpoint import atomic_write_text
+    from mlcl._io import atomic_write_text
 
     atomic_write_text(out, json.dumps(metrics, indent=2))
     print(f"metrics on {data.source or args.data} (in %):")
@@ -242,7 +243,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from mlcl.engine.trainer import resolve_device
+    from mlcl.distributed import resolve_device
     from mlcl.inference import Predictor, find_images
 
     device = resolve_device(args.device)
@@ -253,7 +254,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.out:
         import io
 
-        from mlcl.engine.checkpoint import atomic_write_text
+        from mlcl._io import atomic_write_text
 
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -341,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        import mlcl
+        from mlcl._version import __version__
 
-        print(mlcl.__version__)
+        print(__version__)
         return 0
     if args.command is None:
         parser.print_help()

@@ -22,7 +22,9 @@ __all__ = [
     "get_world_size",
     "is_distributed",
     "is_main_process",
+    "init_from_torchrun",
     "launched_by_torchrun",
+    "resolve_device",
 ]
 
 
@@ -49,6 +51,35 @@ def is_main_process() -> bool:
 def launched_by_torchrun() -> bool:
     """True when the torchrun environment variables (``WORLD_SIZE`` > 1) are present."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> the local CUDA device if there is one (``LOCAL_RANK`` under torchrun), else CPU.
+
+    Raises:
+        ConfigError: ``spec`` is not a device, or names CUDA where CUDA is not available.
+    """
+    from mlcl.errors import ConfigError
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"`train.device`: not a device: {spec!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"`train.device={spec}` but CUDA is not available")
+    return device
+
+
+def init_from_torchrun(device: torch.device) -> None:
+    """Initialise the default process group when launched by torchrun (nccl on CUDA, gloo otherwise)."""
+    if launched_by_torchrun() and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def _gather_sizes(n: int, device: torch.device) -> list[int]:

@@ -14,11 +14,11 @@ from torch import Tensor
 
 from mlcl.data.dataset import load_image
 from mlcl.data.transforms import build_transform
+from mlcl.engine.build import model_from_config
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
 from mlcl.engine.config import Config, config_from_dict
 from mlcl.errors import ConfigError, DataError
 from mlcl.models.classifier import MultiLabelClassifier
-from mlcl.models.factory import create_model
 
 __all__ = ["IMAGE_EXTENSIONS", "Predictor", "find_images"]
 
@@ -75,21 +75,7 @@ class Predictor:
             p = p / "stage2"
         state = load_checkpoint(p)
         cfg = config_from_dict(state["config"], source=str(state["path"]))
-        m = cfg.model
-        model = create_model(
-            m.backbone,
-            len(state["class_names"]),
-            head=m.head,
-            pretrained=False,
-            weights=None,
-            drop_rate=m.drop_rate,
-            projection=cfg.loss.contrastive if cfg.loss.contrastive != "none" else None,
-            head_dim=m.head_dim,
-            head_heads=m.head_heads,
-            head_num_sab=m.head_num_sab,
-            proj_hidden=m.proj_hidden,
-            proj_dim=m.proj_dim,
-        )
+        model = model_from_config(cfg, len(state["class_names"]), from_checkpoint=True)
         model.load_state_dict(inference_state_dict(state))
         return cls(model, cfg, state["class_names"], torch.device(device))
 

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import DataError
 
-__all__ = ["ImageDataset", "load_image", "pil_to_tensor"]
+__all__ = ["ImageDataset", "collate_views", "load_image", "pil_to_tensor"]
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
@@ -101,3 +101,21 @@ class ImageDataset(Dataset):
                 raise TypeError(f"with views={self.views} the transform must return tensors, got {type(outs[0])}")
             sample = torch.stack(outs)
         return sample, self.targets[i].clone(), i
+
+
+def collate_views(batch: list[tuple[Any, Tensor, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Collate samples of an :class:`ImageDataset` into the batch layout the training step uses.
+
+    With one view per image this is the default collation: ``images (B, 3, H, W)``, ``targets (B, C)``,
+    ``index (B,)``. With ``V > 1`` views the images are laid out view-major, ``[view 1 of every image; view 2
+    of every image; ...]``, and targets and indices repeat accordingly: ``images (V*B, 3, H, W)``,
+    ``targets (V*B, C)``, ``index (V*B,)``. Row ``v*B + b`` is view ``v`` of image ``b``, the layout that
+    :func:`mlcl.losses.label_supcon` expects for positives across views.
+    """
+    images, targets, index = default_collate(batch)
+    if images.ndim == 5:  # (B, V, 3, H, W)
+        views = images.shape[1]
+        images = images.transpose(0, 1).flatten(0, 1)
+        targets = targets.repeat(views, 1)
+        index = index.repeat(views)
+    return images, targets, index

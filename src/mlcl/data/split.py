@@ -1,4 +1,4 @@
-"""Seeded hold-out splits and the small JSON file that records one in a run folder."""
+"""A run's training, validation and test sets, the seeded hold-out split and the file that records it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mlcl._io import atomic_write_text
+from mlcl.data.labelset import MultiLabelSet
+from mlcl.data.missing import apply_missing, summarize
+from mlcl.data.registry import load_dataset, split_for
 from mlcl.errors import ConfigError, DataError
 
-__all__ = ["SPLIT_FORMAT", "holdout_split", "load_split", "save_split"]
+__all__ = ["SPLIT_FORMAT", "RunData", "holdout_split", "load_split", "prepare_run_data", "save_split"]
 
 #: Value of the ``format`` key of a split file.
 SPLIT_FORMAT = "mlcl-split"
@@ -105,3 +110,73 @@ def load_split(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
             raise DataError(f"{path}: key '{key}' must be a list of strings, got {type(ids).__name__}")
         parts.append(ids)
     return parts[0], parts[1]
+
+
+@dataclass
+class RunData:
+    """The data of one run: the training, validation and (optional) test sets.
+
+    Attributes:
+        train: Training set, with the missing-label protocol applied to its targets.
+        val: Validation set (the dataset's own, a given one, or a seeded hold-out of the training data).
+        test: Test set, or ``None``.
+        holdout: Whether ``val`` was held out of the training data (then record it with :func:`save_split`).
+        missing_summary: :func:`mlcl.data.missing.summarize`'s report when a protocol was applied, else ``None``.
+    """
+
+    train: MultiLabelSet
+    val: MultiLabelSet
+    test: MultiLabelSet | None
+    holdout: bool
+    missing_summary: dict[str, Any] | None
+
+
+def prepare_run_data(
+    train_spec: str,
+    *,
+    val_spec: str | None = None,
+    test_spec: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    missing: str = "none",
+    missing_seed: int | None = None,
+    check_images: bool = True,
+) -> RunData:
+    """Load a run's training, validation and test sets from ``--data`` specs.
+
+    Validation data: ``val_spec``'s own validation (or test) split, else the training source's validation
+    split, else a seeded hold-out of ``val_fraction`` of the training data (:func:`holdout_split` with
+    ``seed``). Test data: ``test_spec``, else the training source's test split when it has one distinct from
+    its training split. The missing-label protocol (:func:`mlcl.data.missing.apply_missing`, seeded with
+    ``missing_seed``, or ``seed`` when ``None``) is applied to the training targets only.
+
+    Raises:
+        ConfigError: The sets do not share one class list.
+    """
+    train = load_dataset(train_spec, split_for(train_spec, "train"), check_images=check_images)
+    holdout = False
+    if val_spec is not None:
+        val_split = split_for(val_spec, "val") or split_for(val_spec, "test")
+        val = load_dataset(val_spec, val_split, check_images=check_images)
+    elif split_for(train_spec, "val") is not None:
+        val = load_dataset(train_spec, "val", check_images=check_images)
+    else:
+        tr_idx, va_idx = holdout_split(len(train), val_fraction, seed)
+        train, val, holdout = train.subset(tr_idx), train.subset(va_idx), True
+    test: MultiLabelSet | None = None
+    test_split = split_for(train_spec, "test")
+    if test_spec is not None:
+        test = load_dataset(test_spec, split_for(test_spec, "test"), check_images=check_images)
+    elif test_split is not None and test_split != split_for(train_spec, "train"):
+        test = load_dataset(train_spec, test_split, check_images=check_images)
+    for name, s in (("validation", val), ("test", test)):
+        if s is not None and s.class_names != train.class_names:
+            raise ConfigError(
+                f"the {name} data ({s.source}) has classes {s.class_names}, the training data {train.class_names}"
+            )
+    summary = None
+    if missing != "none":
+        before = train.targets
+        train = train.with_targets(apply_missing(before, missing, seed if missing_seed is None else missing_seed))
+        summary = summarize(before, train.targets)
+    return RunData(train, val, test, holdout, summary)

@@ -1,13 +1,8 @@
 """Self-describing checkpoints, written atomically and read with ``weights_only=True``.
 
-A checkpoint is a dict with:
-
-* ``format`` (``"mlcl-checkpoint"``), ``version`` (mlcl's version), ``config`` (the resolved config as a dict),
-  ``class_names``, ``model_class``;
-* ``model`` (the unwrapped model's state dict), ``ema`` (the EMA weights or ``None``), ``eval_weights``
-  (``"ema"`` or ``"model"``: the weights that scored best and that ``eval``/``predict`` use);
-* ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (completed epochs), ``step``, ``rng``, ``best``
-  (best validation score so far), ``history`` (per-epoch records), ``stage``.
+This module is the file format: ``format`` tag, atomic write, safe read, RNG states. What a checkpoint holds
+is defined once, in :mod:`mlcl.engine.state`; reading needs only ``config``, ``class_names`` and ``model``
+(plus ``ema``/``eval_weights`` for the evaluation weights).
 """
 
 from __future__ import annotations
@@ -19,14 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlcl._io import atomic_write, atomic_write_text
+from mlcl._io import atomic_write
 from mlcl.errors import CheckpointError
 
 FORMAT = "mlcl-checkpoint"
 
 __all__ = [
     "FORMAT",
-    "atomic_write_text",
     "get_rng_state",
     "inference_state_dict",
     "load_checkpoint",

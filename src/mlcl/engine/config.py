@@ -458,6 +458,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved configuration as YAML (atomically)."""
-    from mlcl.engine.checkpoint import atomic_write_text
+    from mlcl._io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from mlcl.engine.builders import (
-    criterion_from_config,
+from mlcl.engine.build import (
     model_from_config,
+    objective_from_config,
     optimizer_from_config,
     parse_loss_name,
     probe_c_from_config,
@@ -34,7 +34,7 @@ def validate_config_file(path: str | Path, *, build: bool = True, num_classes: i
     projection_from_config(cfg)
     probe_c_from_config(cfg)
     if cfg.train.method == "mulcon":
-        from mlcl.engine.builders import mulcon_stage_configs
+        from mlcl.engine.build import mulcon_stage_configs
 
         stages = list(mulcon_stage_configs(cfg))
     else:
@@ -45,7 +45,7 @@ def validate_config_file(path: str | Path, *, build: bool = True, num_classes: i
             stage.model.pretrained = False
             with torch.device("meta"):
                 model = model_from_config(stage, num_classes)
-            criterion_from_config(stage)
+            objective_from_config(stage)
             opt = optimizer_from_config(stage, model)
             scheduler_from_config(stage, opt, steps_per_epoch=10)
     return (

@@ -1,0 +1,55 @@
+"""Evaluation of a model on a loader: the one path used by training, ``mlcl eval`` and the benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mlcl.engine.amp import AmpSettings
+from mlcl.metrics import MetricAccumulator
+
+__all__ = ["evaluate_model"]
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    class_names: list[str],
+    *,
+    threshold: float = 0.5,
+    ap_variant: str = "nonint",
+    amp: AmpSettings | tuple[bool, torch.dtype] = (False, torch.float32),
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``loader``; under torch.distributed every sample is counted exactly once.
+
+    Scores are ``sigmoid(logits)`` in float32, accumulated with their dataset indices so that the
+    ``DistributedSampler``'s padding is removed (:class:`mlcl.metrics.MetricAccumulator`).
+
+    Args:
+        model: Returns a :class:`mlcl.models.ModelOutput` for a batch of images; restored to its mode after.
+        loader: Yields ``(images (B, 3, H, W), targets (B, C), index (B,))``.
+        device: Where the forward passes run.
+        class_names: The ``C`` class names of the report.
+        threshold: Decision threshold of the F1 metrics.
+        ap_variant: AP definition (:data:`mlcl.metrics.AP_VARIANTS`).
+        amp: Autocast ``(enabled, dtype)`` of the forward passes.
+
+    Returns:
+        :func:`mlcl.metrics.compute_metrics`'s report (``mAP``, ``CP`` ... ``per_class_AP``, ``n_images``).
+    """
+    enabled, dtype = amp[0], amp[1]
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator(len(class_names), device=device)
+    for images, targets, index in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            logits = model(images).logits
+        acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
+    model.train(was_training)
+    return acc.compute(class_names, threshold=threshold, ap_variant=ap_variant)

@@ -1,0 +1,143 @@
+"""What a checkpoint holds: the one definition, used for writing it and for restoring a run from it.
+
+A checkpoint written by :meth:`TrainState.checkpoint` is a dict with exactly :data:`CHECKPOINT_KEYS`
+(:func:`mlcl.engine.checkpoint.save_checkpoint` adds ``format``):
+
+* ``version``: mlcl's version; ``config``: the resolved configuration as a dict; ``class_names``: the ``C``
+  names; ``model_class``: the model's class name;
+* ``model``: the unwrapped model's state dict; ``ema``: the EMA weights or ``None``; ``eval_weights``:
+  ``"model"`` or ``"ema"`` (the weights that scored best, used by ``eval``/``predict``), ``None`` in ``last.pt``;
+* ``optimizer``, ``scheduler``, ``scaler`` (``None`` when disabled): their state dicts;
+* ``epoch``: completed epochs; ``step``: optimiser steps taken; ``best``: the best validation mAP so far;
+  ``history``: the per-epoch records of ``log.jsonl``;
+* ``rng``: Python, NumPy and torch RNG states (:func:`mlcl.engine.checkpoint.get_rng_state`);
+* ``objective``: the objective's state dict (per-image state of a stateful loss: ROLE's label estimates,
+  LL-Cp's corrected label table), or ``None`` when it has none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlcl._version import __version__
+from mlcl.engine.checkpoint import get_rng_state, set_rng_state
+from mlcl.engine.config import Config, config_to_dict
+from mlcl.engine.objective import Objective
+from mlcl.errors import CheckpointError
+
+__all__ = ["CHECKPOINT_KEYS", "TrainState"]
+
+#: The keys of a checkpoint's dict (besides ``format``, added when it is written).
+CHECKPOINT_KEYS = (
+    "version",
+    "config",
+    "class_names",
+    "model_class",
+    "model",
+    "ema",
+    "eval_weights",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "best",
+    "history",
+    "rng",
+    "objective",
+)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The resumable state of a training stage: components (by reference) and counters.
+
+    Attributes:
+        cfg: The resolved configuration.
+        class_names: The ``C`` class names.
+        model: The unwrapped model.
+        ema: timm's ``ModelEmaV3`` or ``None``.
+        optimizer: The optimiser.
+        scheduler: The learning-rate schedule.
+        scaler: The gradient scaler.
+        objective: The training objective.
+        epoch: Completed epochs.
+        step: Optimiser steps taken.
+        best: Best validation mAP so far (``-inf`` before the first evaluation).
+        history: Per-epoch records.
+    """
+
+    cfg: Config
+    class_names: list[str]
+    model: nn.Module
+    ema: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    objective: Objective
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def checkpoint(self, eval_weights: str | None = None) -> dict[str, Any]:
+        """The checkpoint's content (:data:`CHECKPOINT_KEYS`) for the current state.
+
+        Args:
+            eval_weights: ``"model"`` or ``"ema"`` for ``best.pt`` (the weights that scored best), ``None``
+                for ``last.pt``.
+        """
+        objective_state = self.objective.state_dict()
+        return {
+            "version": __version__,
+            "config": config_to_dict(self.cfg),
+            "class_names": list(self.class_names),
+            "model_class": type(self.model).__name__,
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "eval_weights": eval_weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "history": list(self.history),
+            "rng": get_rng_state(),
+            "objective": objective_state or None,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint written by :meth:`checkpoint` (and its RNG states) into this state.
+
+        Raises:
+            CheckpointError: The checkpoint lacks resumable state, or was written before per-image loss state
+                lived in the objective (mlcl 0.1.0 with LL-Cp).
+        """
+        where = state.get("path", "checkpoint")
+        missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if state.get(k) is None]
+        if missing:
+            raise CheckpointError(f"{where}: no resumable training state (missing {', '.join(missing)})")
+        if state.get("train_targets") is not None:
+            raise CheckpointError(
+                f"{where}: written by an older mlcl that stored LL-Cp's corrected targets outside the objective; "
+                "it can be evaluated and used for prediction, but not resumed: start the run again"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        objective_state = state.get("objective", state.get("criterion"))  # "criterion": checkpoints of mlcl 0.1.0
+        if objective_state:
+            self.objective.load_state_dict(objective_state)
+        self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
+        self.history = list(state.get("history", []))
+        set_rng_state(state["rng"])
