@@ -432,7 +432,7 @@ def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Trainin
 
 
 def ema_from_config(cfg: Config, model: nn.Module) -> Any:
-    """The EMA of the model (timm's ``ModelEmaV3``) with ``train.ema_decay`` (warm-up on), or ``None`` without ``train.ema``."""
+    """The model's EMA (timm's ``ModelEmaV3``, ``train.ema_decay``, warm-up on), or ``None`` without ``train.ema``."""
     if not cfg.train.ema:
         return None
     from timm.utils import ModelEmaV3
