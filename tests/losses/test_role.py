@@ -14,7 +14,7 @@ from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.losses import LOSSES, RoleLoss, build_loss
 from mlcl.losses.functional import role_loss
-from synthetic import make_shapes_csv
+from tests.helpers.synthetic import make_shapes_csv
 
 
 def _naive(z: list[list[float]], u: list[list[float]], y: list[list[int]], k: float) -> tuple[float, list, list]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddp_util import run_spawned
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
-from synthetic import make_shapes_csv
+from tests.helpers.ddp import run_spawned
+from tests.helpers.synthetic import make_shapes_csv
 
 pytestmark = pytest.mark.ddp
 

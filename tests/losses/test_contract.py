@@ -11,7 +11,7 @@ import torch
 
 import mlcl.losses as L
 from mlcl.losses import functional as LF
-from references import naive_losses as NV
+from tests.helpers.references import naive_losses as NV
 
 REDUCTIONS = ("mean", "sum", "none")
 Naive = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
