@@ -22,7 +22,7 @@ import mlcl
 from mlcl.data.dataset import ImageDataset
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.data.missing import apply_missing, summarize
-from mlcl.data.registry import load_dataset, native_image_size, split_for
+from mlcl.data.sources import load_dataset, native_image_size, split_for
 from mlcl.data.split import holdout_split, save_split
 from mlcl.data.transforms import build_transform
 from mlcl.distributed import all_gather_nograd, get_rank, get_world_size, is_main_process, launched_by_torchrun
