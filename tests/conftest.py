@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MLCL_SHARED_DIR", REPO.parent / "shared")).resolve()
-ORACLE_DIR = Path(os.environ.get("MLCL_ORACLE_DIR", SHARED / "oracle")).resolve()
-MIML_DIR = SHARED / "data" / "miml"
-WEIGHTS = SHARED / "weights" / "tf_efficientnet_lite0.pth"
+from tests.helpers.paths import SHARED
 
 
 @pytest.fixture(autouse=True)

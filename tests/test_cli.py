@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlcl.cli import main
-from synthetic import CLASSES, make_shapes_csv
+from tests.helpers.synthetic import CLASSES, make_shapes_csv
 
 COMMON = [
     "--image-size",

@@ -214,7 +214,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
     from mlcl.data.dataset import ImageDataset
-    from mlcl.data.registry import load_dataset, split_for
+    from mlcl.data.sources import load_dataset, split_for
     from mlcl.distributed import resolve_device
     from mlcl.engine.evaluate import evaluate_model
     from mlcl.inference import Predictor
@@ -278,7 +278,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
         _fail("usage: mlcl data simulate-missing LABELS --protocol NAME --seed S --out FILE")
     from mlcl.data.csv_format import write_csv_labels
     from mlcl.data.missing import apply_missing, summarize
-    from mlcl.data.registry import load_dataset
+    from mlcl.data.sources import load_dataset
 
     data = load_dataset(args.labels, check_images=False)
     after = apply_missing(data.targets, args.protocol, args.seed)
@@ -321,7 +321,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         for name, desc in PROTOCOLS.items():
             print(f"{name:<22} {desc}")
     elif args.what == "datasets":
-        from mlcl.data.registry import DATASET_KINDS
+        from mlcl.data.sources import DATASET_KINDS
 
         print("builtin      the built-in digit-canvas dataset (train/val/test)")
         print("csv:PATH     a CSV label file (or just PATH ending in .csv)")

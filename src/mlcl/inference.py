@@ -19,6 +19,7 @@ from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
 from mlcl.engine.config import Config, config_from_dict
 from mlcl.errors import ConfigError, DataError
 from mlcl.models.classifier import MultiLabelClassifier
+from mlcl.models.label_attention import attention_maps
 
 __all__ = ["IMAGE_EXTENSIONS", "Predictor", "find_images"]
 
@@ -125,7 +126,7 @@ class Predictor:
         hw = self.model.backbone.feature_grid(self.image_size)
         if hw is None:
             raise ConfigError(f"cannot map the tokens of backbone {self.model.backbone.name} to an image grid")
-        maps = out.attn[0].float().mean(0).reshape(-1, 1, *hw)
+        maps = attention_maps(out.attn[:1].float(), hw)[0].unsqueeze(1)  # (C, 1, H, W)
         maps = F.interpolate(maps, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         maps = maps[:, 0]
         lo = maps.flatten(1).min(1).values[:, None, None]

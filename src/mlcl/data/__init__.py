@@ -3,7 +3,7 @@
 from mlcl.data.dataset import ImageDataset
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.data.missing import PROTOCOLS, apply_missing, parse_protocol
-from mlcl.data.registry import DATASET_KINDS, load_dataset
+from mlcl.data.sources import DATASET_KINDS, load_dataset
 from mlcl.data.transforms import build_transform
 
 __all__ = [

@@ -1,8 +1,4 @@
-"""Steps shared by the dataset readers: the image-existence check and building the returned set.
-
-:func:`check_image_files` and ``OnMissing`` are also importable from :mod:`mlcl.data.listfile`, where they first
-lived.
-"""
+"""Steps shared by the dataset readers: the image-existence check and building the returned set."""
 
 from __future__ import annotations
 

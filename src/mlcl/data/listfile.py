@@ -13,9 +13,6 @@ i.e. ``<image path>,<indices>`` where the indices are 0-based class columns sepa
 (a space may follow the comma). Only positives are listed. The files carry no class names: COCO files
 use the COCO category-id order (``classes="coco"``); the class order of the NUS-WIDE files is not
 documented upstream.
-
-The existence check shared by every reader, :func:`check_image_files` (and the ``OnMissing`` type), lives in
-:mod:`mlcl.data._reader` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -29,12 +26,12 @@ from typing import Literal
 import numpy as np
 
 from mlcl._io import atomic_write_text
-from mlcl.data._reader import OnMissing, check_image_files, labelset_from_reader
+from mlcl.data._reader import OnMissing, labelset_from_reader
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import NEG, POS, UNK
 
-__all__ = ["SPLITS", "check_image_files", "read", "read_class_names", "write"]
+__all__ = ["SPLITS", "read", "read_class_names", "write"]
 
 SPLITS: tuple[str, ...] = ("train", "test")
 

@@ -16,7 +16,7 @@ import numpy as np
 from mlcl._io import atomic_write_text
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.data.missing import apply_missing, summarize
-from mlcl.data.registry import load_dataset, split_for
+from mlcl.data.sources import load_dataset, split_for
 from mlcl.errors import ConfigError, DataError
 
 __all__ = ["SPLIT_FORMAT", "RunData", "holdout_split", "load_split", "prepare_run_data", "save_split"]

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mlcl.data.dataset import ImageDataset, collate_views
-from mlcl.data.registry import native_image_size
+from mlcl.data.sources import native_image_size
 from mlcl.data.split import RunData, prepare_run_data
 from mlcl.data.transforms import build_transform
 from mlcl.distributed import get_rank, get_world_size

@@ -470,7 +470,7 @@ def threshold_metrics(
       :math:`R_c = TP_c / (TP_c + FN_c)`; :math:`F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)` (0 when :math:`TP_c = 0`).
     * ``CP``, ``CR``, ``CF1_mean``: means of :math:`P_c`, :math:`R_c`, :math:`F1_c` over the classes ``V`` with
       at least one observed positive (the mAP's classes; :math:`R_c` is undefined elsewhere). ``CF1_mean`` is
-      torchmetrics' ``average="macro"`` F1 and CLML's ``validate.py`` CF1.
+      CLML's ``validate.py`` CF1; torchmetrics' ``average="macro"`` F1 differs (``docs/metrics.md``).
     * ``CF1`` :math:`= 2\,CP\,CR / (CP + CR)` (ML-GCN, MulCon, HCP-MLR-PL).
     * ``OP`` :math:`= \sum_c TP_c / \sum_c (TP_c + FP_c)`, ``OR`` :math:`= \sum_c TP_c / \sum_c (TP_c + FN_c)` over
       all classes, ``OF1`` :math:`= 2\,OP\,OR / (OP + OR)`.

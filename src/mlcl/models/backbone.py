@@ -11,7 +11,14 @@ from torch import Tensor, nn
 
 from mlcl.errors import ConfigError
 
-__all__ = ["TimmBackbone"]
+__all__ = ["TimmBackbone", "feature_map_to_tokens"]
+
+
+def feature_map_to_tokens(feature_map: Tensor) -> Tensor:
+    """Flatten a CNN feature map ``(B, C, H, W)`` into tokens ``(B, H*W, C)`` with token index ``h*W + w``."""
+    if feature_map.ndim != 4:
+        raise ValueError(f"`feature_map` must have shape (B, C, H, W), got {tuple(feature_map.shape)}")
+    return feature_map.flatten(2).transpose(1, 2)
 
 
 class TimmBackbone(nn.Module):
@@ -63,8 +70,7 @@ class TimmBackbone(nn.Module):
         if feats.ndim == 4:
             if self.output_fmt == "NHWC":
                 feats = feats.permute(0, 3, 1, 2)
-            b, c, h, w = feats.shape
-            return feats.flatten(2).transpose(1, 2), (h, w)
+            return feature_map_to_tokens(feats), (feats.shape[2], feats.shape[3])
         if feats.ndim == 3:
             tokens = feats[:, self.num_prefix_tokens :]
             n = tokens.shape[1]

@@ -542,7 +542,7 @@ def test_input_validation_messages() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# accumulator (single process; the 2-process test is in test_metrics_ddp.py)
+# accumulator (single process; the 2-process test is in test_accumulator_ddp.py)
 
 
 def test_accumulator_chunks_shuffled_and_padded() -> None:

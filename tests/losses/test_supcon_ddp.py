@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddp_util import gloo_group, run_spawned
 from mlcl.losses.supcon import ImageSupConLoss, LabelSupConLoss
+from tests.helpers.ddp import gloo_group, run_spawned
 
 B, L, D_IN, P = 7, 5, 6, 4
 SPLIT = (3, 4)

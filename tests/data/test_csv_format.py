@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import MIML_DIR
 from mlcl.data.csv_format import MAX_REPORTED_ERRORS, read_csv_labels, write_csv_labels
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import DataError
+from tests.helpers.paths import MIML_DIR
 
 
 def make_image(path: Path, value: int = 100) -> None:

@@ -14,7 +14,7 @@ from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.losses import LOSSES, RoleLoss, build_loss
 from mlcl.losses.functional import role_loss
-from synthetic import make_shapes_csv
+from tests.helpers.synthetic import make_shapes_csv
 
 
 def _naive(z: list[list[float]], u: list[list[float]], y: list[list[int]], k: float) -> tuple[float, list, list]:
@@ -144,9 +144,9 @@ def test_training_with_role_resumes_exactly(tmp_path: Path) -> None:
     fit(load_config(None, [*common, f"run.out={tmp_path / 'cut'}"]), resume=tmp_path / "cut")
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "last.pt")
-    table = a["criterion"]["base.estimates"]
+    table = a["objective"]["base.estimates"]
     assert table.shape == (36, 4)  # one row per training image (90 % of 40)
-    assert torch.equal(table, b["criterion"]["base.estimates"])
+    assert torch.equal(table, b["objective"]["base.estimates"])
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     names = [g["name"] for g in a["optimizer"]["param_groups"]]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ORACLE_DIR
-from oracle_clml import check_clml_case
-from oracle_mulcon import check_mulcon_case
+from tests.helpers.oracles.clml import check_clml_case
+from tests.helpers.oracles.mulcon import check_mulcon_case
+from tests.helpers.paths import ORACLE_DIR
 
 CHECKERS = {"clml": check_clml_case, "mulcon": check_mulcon_case}
 

@@ -26,8 +26,8 @@ from mlcl.engine.build import (
 from mlcl.engine.config import Config, config_to_dict, load_config
 from mlcl.engine.validate import validate_config_file
 from mlcl.losses import LOSSES
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 DOC = REPO / "docs" / "reproduction.md"
 FILES = sorted(CONFIGS.rglob("*.yaml"))

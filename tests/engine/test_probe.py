@@ -17,7 +17,8 @@ from mlcl.engine.config import load_config
 from mlcl.engine.probe import fit_linear_probe
 from mlcl.engine.trainer import fit
 from mlcl.errors import ConfigError
-from synthetic import make_shapes_csv
+from tests.helpers.paths import REPO
+from tests.helpers.synthetic import make_shapes_csv
 
 
 def _reference_logits(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
@@ -166,7 +167,7 @@ def test_every_shipped_config_opts_out_of_the_default_recipe() -> None:
     """Reproduction configs set their papers' learning rates, so LP-FT and frozen BatchNorm never apply silently."""
     from mlcl.engine.build import default_recipe
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     files = sorted(root.rglob("*.yaml"))
     assert files
     assert not [p.name for p in files if default_recipe(load_config(p))]

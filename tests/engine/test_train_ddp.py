@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddp_util import run_spawned
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
-from synthetic import make_shapes_csv
+from tests.helpers.ddp import run_spawned
+from tests.helpers.synthetic import make_shapes_csv
 
 pytestmark = pytest.mark.ddp
 
@@ -79,8 +79,8 @@ def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str, extra:
     assert a["step"] == b["step"] == 2 * (36 // 8)
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
-    for k in a["criterion"] or {}:  # ROLE's table: every rank applies the global batch's update
-        torch.testing.assert_close(a["criterion"][k], b["criterion"][k], rtol=1e-4, atol=1e-5, msg=k)
+    for k in a["objective"] or {}:  # ROLE's table: every rank applies the global batch's update
+        torch.testing.assert_close(a["objective"][k], b["objective"][k], rtol=1e-4, atol=1e-5, msg=k)
     import json
 
     if "train.head_init=probe" in extra:

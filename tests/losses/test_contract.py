@@ -1,8 +1,8 @@
-"""Element-wise losses against the naive float64 references in ``tests/references/naive_losses.py``."""
+"""The contract every ``LOSSES`` entry keeps: the element-wise losses against the naive float64 references in
+``tests/helpers/references/naive_losses.py``, reductions, dtypes, validation, the registry."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,18 +11,10 @@ import torch
 
 import mlcl.losses as L
 from mlcl.losses import functional as LF
-from references import naive_losses as NV
+from tests.helpers.losses import REDUCTIONS, loss_case
+from tests.helpers.references import naive_losses as NV
 
-REDUCTIONS = ("mean", "sum", "none")
 Naive = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
-
-
-def _case(seed: int, n: int = 5, c: int = 4, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(n, c, generator=gen, dtype=torch.float64) * scale).clamp(-12, 12)
-    targets = torch.randint(-1, 2, (n, c), generator=gen)
-    targets[0] = torch.tensor([1, 0, -1, 1][:c] + [0] * max(0, c - 4))  # every value present
-    return logits, targets
 
 
 # name, CLI name, constructor kwargs, epoch (None: no set_epoch), naive reference
@@ -95,7 +87,7 @@ def _build(cli: str, kwargs: dict[str, Any], epoch: int | None, reduction: str) 
 def test_matches_naive_reference(
     name: str, cli: str, kwargs: dict[str, Any], epoch: int | None, naive: Naive, reduction: str, seed: int
 ) -> None:
-    logits, targets = _case(seed, scale=6.0 if "clamp" in name else 3.0)
+    logits, targets = loss_case(seed, scale=6.0 if "clamp" in name else 3.0)
     z_ours = logits.clone().requires_grad_()
     z_ref = logits.clone().requires_grad_()
     ours = _build(cli, kwargs, epoch, reduction)(z_ours, targets)
@@ -107,22 +99,12 @@ def test_matches_naive_reference(
     torch.testing.assert_close(z_ours.grad, z_ref.grad, rtol=1e-11, atol=1e-13)
 
 
-def test_clamp_changes_values_only_for_extreme_logits() -> None:
-    logits = torch.tensor([[-30.0, 0.5, 30.0]], dtype=torch.float64)
-    targets = torch.tensor([[1, 1, 0]])
-    exact = L.build_loss("bce-an", reduction="none")(logits, targets)
-    clamped = L.build_loss("bce-an", reduction="none", clamp_eps=1e-8)(logits, targets)
-    assert exact[0, 0].item() == pytest.approx(30.0, rel=1e-12)  # -log(sigmoid(-30)), no clamp
-    assert clamped[0, 0].item() == pytest.approx(-math.log(1e-8), rel=1e-12)
-    assert clamped[0, 1] == exact[0, 1]
-
-
 @pytest.mark.parametrize(
     ("cli", "kwargs"),
     [("bce", {}), ("focal", {"unknown": "ignore"}), ("asl", {"unknown": "ignore"}), ("hill", {"unknown": "ignore"})],
 )
 def test_ignored_unknowns_get_exactly_zero_gradient(cli: str, kwargs: dict[str, Any]) -> None:
-    logits, targets = _case(3, n=6, c=5)
+    logits, targets = loss_case(3, n=6, c=5)
     for reduction in REDUCTIONS:
         z = logits.clone().requires_grad_()
         out = L.build_loss(cli, reduction=reduction, **kwargs)(z, targets)
@@ -137,91 +119,11 @@ def test_ignored_unknowns_get_exactly_zero_gradient(cli: str, kwargs: dict[str, 
         torch.testing.assert_close(L.build_loss(cli, reduction=reduction, **kwargs)(moved, targets), out.detach())
 
 
-def test_asl_with_zero_gammas_and_clip_is_assume_negative_bce() -> None:
-    logits, targets = _case(4, n=6, c=5)
-    for reduction in REDUCTIONS:
-        za, zb = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-        asl = L.AsymmetricLoss(gamma_neg=0, gamma_pos=0, clip=0, eps=None, reduction=reduction)(za, targets)
-        bce = L.AssumeNegativeBCELoss(reduction=reduction)(zb, targets)
-        torch.testing.assert_close(asl, bce, rtol=1e-14, atol=0)
-        asl.sum().backward()
-        bce.sum().backward()
-        torch.testing.assert_close(za.grad, zb.grad, rtol=1e-14, atol=0)
-
-
-def test_splc_before_start_epoch_is_its_focal_margin_base() -> None:
-    logits, targets = _case(5, n=8, c=5)
-    splc = L.SPLC(tau=0.05, start_epoch=2)  # tau so low that correction would flip every unknown
-    splc.set_epoch(1)
-    base = NV.splc(logits, targets, 0.05, 1.0, 2.0, False, "mean")
-    torch.testing.assert_close(splc(logits, targets), base, rtol=1e-12, atol=0)
-    splc.set_epoch(2)
-    assert not torch.allclose(splc(logits, targets), base)
-    # a threshold of 1 never corrects: equal to the base at any epoch
-    never = L.SPLC(tau=1.0)
-    never.set_epoch(5)
-    torch.testing.assert_close(never(logits, targets), base, rtol=1e-12, atol=0)
-
-
-def test_splc_never_corrects_observed_negatives() -> None:
-    logits = torch.full((2, 2), 8.0, dtype=torch.float64)  # sigmoid ~ 1 > tau everywhere
-    targets = torch.tensor([[0, -1], [0, -1]])
-    splc = L.SPLC(reduction="none")
-    splc.set_epoch(1)
-    out = splc(logits, targets)
-    p = torch.sigmoid(torch.tensor(8.0, dtype=torch.float64))
-    torch.testing.assert_close(out[:, 0], (p**2 * -torch.log1p(-p)).expand(2))  # still a negative
-    torch.testing.assert_close(out[:, 1], ((1 - p) ** 2 * -torch.log(p)).expand(2))  # corrected
-
-
-def test_large_loss_schedules_and_selection() -> None:
-    logits, targets = _case(6, n=10, c=6)
-    llr, llct, llcp = (
-        L.LargeLossRejection(0.05),
-        L.LargeLossTemporaryCorrection(0.05),
-        L.LargeLossPermanentCorrection(0.05),
-    )
-    for epoch, r_rate, cp_rate in [(0, 0.0, 0.0), (1, 0.05, 0.05), (3, 0.15, 0.05)]:
-        for m in (llr, llct, llcp):
-            m.set_epoch(epoch)
-        assert llr.rate == pytest.approx(r_rate) and llct.rate == pytest.approx(r_rate)
-        assert llcp.rate == pytest.approx(cp_rate)
-        chosen = NV.large_loss_selection(logits, targets, cp_rate)
-        mask = llcp.select(logits, targets)
-        assert {tuple(ij) for ij in mask.nonzero().tolist()} == chosen
-        assert len(chosen) == min(math.ceil(cp_rate * 60 - 1e-9), int((targets == -1).sum()))
-        assert torch.all(targets[mask] == -1)  # only unknown entries are ever selected
-        llcp(logits, targets)  # the forward keeps its selection for the trainer (LL-Cp's write-back)
-        assert llcp.last_selection is not None and torch.equal(llcp.last_selection, mask)
-    assert llcp.permanent_correction and not llr.permanent_correction and not llct.permanent_correction
-    # LL-R: rejected entries get no gradient; at epoch 0 every method is assume-negative BCE
-    llr.set_epoch(3)
-    z = logits.clone().requires_grad_()
-    llr(z, targets).backward()
-    assert z.grad is not None and torch.all(z.grad[llr.select(logits, targets)] == 0)
-    for m in (llr, llct, llcp):
-        m.set_epoch(0)
-        torch.testing.assert_close(m(logits, targets), L.AssumeNegativeBCELoss()(logits, targets))
-    with pytest.raises(ValueError, match="selection"):
-        LF.large_loss(logits, targets, rate=0.1, scheme="correct", selection=torch.zeros(2, 2, dtype=torch.bool))
-
-
-def test_large_loss_selection_caps_k_at_the_unknown_count() -> None:
-    logits = torch.zeros(2, 3, dtype=torch.float64)
-    targets = torch.tensor([[1, -1, 0], [0, 0, 1]])
-    assert LF.large_loss_selection(logits, targets, 1.0).sum().item() == 1
-
-
-def test_wan_default_gamma_is_one_over_c_minus_one() -> None:
-    logits, targets = _case(7, n=4, c=6)
-    torch.testing.assert_close(L.WeakAssumeNegativeLoss()(logits, targets), NV.wan(logits, targets, 0.2, "mean"))
-
-
 @pytest.mark.parametrize(("name", "cli", "kwargs", "epoch", "naive"), SPECS, ids=[s[0] for s in SPECS])
 def test_reductions_are_consistent(
     name: str, cli: str, kwargs: dict[str, Any], epoch: int | None, naive: Naive
 ) -> None:
-    logits, targets = _case(8, n=6, c=5)
+    logits, targets = loss_case(8, n=6, c=5)
     none = _build(cli, kwargs, epoch, "none")(logits, targets)
     total = _build(cli, kwargs, epoch, "sum")(logits, targets)
     mean = _build(cli, kwargs, epoch, "mean")(logits, targets)
@@ -245,7 +147,7 @@ def _call(loss, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("cli", sorted(L.LOSSES))
 def test_float32_follows_input_and_matches_float64(cli: str) -> None:
-    logits, targets = _case(9, n=6, c=5)
+    logits, targets = loss_case(9, n=6, c=5)
     loss = L.build_loss(cli)
     if hasattr(loss, "set_epoch"):
         loss.set_epoch(2)
@@ -320,7 +222,7 @@ def test_set_epoch_validates() -> None:
 
 
 def test_bad_hyper_parameters_raise() -> None:
-    logits, targets = _case(10)
+    logits, targets = loss_case(10)
     with pytest.raises(ValueError, match="unknown"):
         L.BCELoss(unknown="skip")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tau"):

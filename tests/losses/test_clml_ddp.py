@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from ddp_util import gloo_group, run_spawned
 from mlcl.losses import CLML
+from tests.helpers.ddp import gloo_group, run_spawned
 
 B, D_IN, D, C = 8, 5, 6, 4
 SPLIT = (3, 5)

@@ -12,7 +12,7 @@ from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.inference import Predictor
-from synthetic import make_shapes_csv
+from tests.helpers.synthetic import make_shapes_csv
 
 FAST = [
     "train.device=cpu",

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mlcl.losses.supcon import label_supcon, select_contrast_rows, supcon_from_rows
-from mlcl.models.label_attention import LabelAttentionHead, feature_map_to_tokens, official_attn_layout
+from mlcl.models.backbone import feature_map_to_tokens
+from mlcl.models.label_attention import LabelAttentionHead
+from mlcl.models.mulcon_weights import official_attn_layout
 
 RTOL = 1e-10
 ATOL = 1e-13

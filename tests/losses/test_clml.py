@@ -8,7 +8,7 @@ import torch
 
 from mlcl.losses import CLML
 from mlcl.losses.functional import clml, clml_correct_targets, clml_terms
-from references import naive_losses as NV
+from tests.helpers.references import naive_losses as NV
 
 
 def _features(kind: str, n: int, d: int, gen: torch.Generator) -> torch.Tensor:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddp_util import gloo_group, run_spawned
 from mlcl.metrics import MetricAccumulator, compute_metrics
+from tests.helpers.ddp import gloo_group, run_spawned
 
 N, C = 23, 5
 NAMES = [f"c{i}" for i in range(C)]
