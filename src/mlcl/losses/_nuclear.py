@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -372,7 +373,7 @@ class CLMLFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,  # torch.autograd.function.FunctionCtx (its stub lacks needs_input_grad/saved_tensors)
         features: Tensor,
         positives: np.ndarray,
         lam: float,
@@ -394,7 +395,7 @@ class CLMLFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
+        ctx: Any, grad_output: Tensor
     ) -> tuple[Tensor, None, None, None, None]:
         features, p = ctx.saved_tensors
         # honour the incoming gradient (the official backward ignores it): scale the N x N factor, not N x D
