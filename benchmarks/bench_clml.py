@@ -43,7 +43,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mlcl.losses.functional import _eigh, clml, clml_correct_targets  # noqa: E402
+from mlcl.losses.functional import batched_eigh, clml, clml_correct_targets  # noqa: E402
 
 if ARGS.threads > 0:
     torch.set_num_threads(ARGS.threads)
@@ -132,7 +132,7 @@ class _Bound(torch.autograd.Function):
         ((targets == 1) | (torch.sigmoid(logits) > TAU)).numpy()
         lam, p = floor_factor(x)
         for b in blocks:
-            _eigh(b, True)
+            batched_eigh(b, True)
         ctx.save_for_backward(x, p.to(x.dtype))
         return x.new_tensor(float(lam.clamp_min(0).sqrt().sum()))
 
@@ -148,7 +148,7 @@ def class_blocks(x: torch.Tensor, pos: torch.Tensor) -> list[np.ndarray]:
     Timing ``eigh`` on them adds to the floor the one per-class step that an exact method built on
     LAPACK cannot skip; the packing, certification and bookkeeping around it are left out.
     """
-    from mlcl.losses.functional import _group_sizes
+    from mlcl.losses.functional import eigh_size_groups
 
     z = x.detach().double().numpy()
     gram = z @ z.T
@@ -158,7 +158,7 @@ def class_blocks(x: torch.Tensor, pos: torch.Tensor) -> list[np.ndarray]:
     keep = keep[np.argsort(sizes[keep], kind="stable")]
     padding = -gram.diagonal().max()
     blocks = []
-    for s, lo, hi in _group_sizes(sizes[keep]):
+    for s, lo, hi in eigh_size_groups(sizes[keep]):
         stack = np.zeros((hi - lo, s, s))
         for b, k in enumerate(keep[lo:hi]):
             rows = np.flatnonzero(members[k])

@@ -12,7 +12,7 @@ import mlcl.engine.objective as objective_module
 from mlcl.engine.objective import Objective
 from mlcl.losses import CLML, BCELoss, ImageSupConLoss, LabelSupConLoss, MultiLabelLoss
 from mlcl.losses import functional as LF
-from mlcl.losses.stateful import PerImageState
+from mlcl.losses.base import PerImageState
 from mlcl.models.classifier import ModelOutput
 
 N, C, D, P = 6, 4, 5, 3

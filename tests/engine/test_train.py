@@ -191,7 +191,7 @@ def test_ll_cp_corrects_stored_targets_permanently(tmp_path: Path) -> None:
     full = read_csv_labels(csv)
     tr, _ = holdout_split(len(full), 0.1, 0)
     initial = apply_missing(full.subset(tr).targets, "single-positive", 0)
-    now = state["train_targets"]
+    now = state["objective"]["base.label_table"]  # LL-Cp's label table, saved with the objective
     changed = now != initial
     assert changed.any(), "LL-Cp corrected nothing"
     # Only unknown entries are corrected, and they become positives.

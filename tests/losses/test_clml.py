@@ -245,3 +245,25 @@ def test_validation_errors() -> None:
         clml(feats, logits, targets, tau=2.0)
     with pytest.raises(TypeError, match="features"):
         clml(torch.ones(4, 3, dtype=torch.long), logits, targets)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tau": 1.5},
+        {"tau": -0.25},
+        {"lam": float("inf")},
+        {"delta": -1.0},
+        {"eig_threshold": -1e-6},
+        {"start_epoch": -1},
+    ],
+    ids=lambda kw: next(iter(kw)),
+)
+def test_bad_hyper_parameters_raise_at_construction(kwargs: dict) -> None:
+    ((name, value),) = kwargs.items()
+    with pytest.raises(ValueError) as err:
+        CLML(**kwargs)
+    assert f"`{name}`" in str(err.value) and repr(value) in str(err.value)
+    if name != "start_epoch":  # the functional form shares the check
+        with pytest.raises(ValueError, match=name):
+            clml(torch.randn(4, 3), torch.zeros(4, 2), torch.zeros(4, 2), **kwargs)

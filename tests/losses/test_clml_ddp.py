@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from mlcl.distributed import all_gather_nograd, gather_with_grad
 from mlcl.losses import CLML
 from tests.helpers.ddp import gloo_group, run_spawned
 
@@ -64,7 +65,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         model = nn.parallel.DistributedDataParallel(_model(), find_unused_parameters=True)  # the head gets no grad
         feats, logits = model(x[rows])
         feats.retain_grad()
-        loss = _criterion()(feats, logits, t[rows])
+        # the global batch, gathered as the training objective gathers it
+        loss = _criterion()(gather_with_grad(feats), all_gather_nograd(logits), all_gather_nograd(t[rows]))
         loss.backward()
         grads = {
             k: torch.zeros_like(p) if p.grad is None else p.grad.clone() for k, p in model.module.named_parameters()

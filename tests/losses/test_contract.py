@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import torch
 
 import mlcl.losses as L
 from mlcl.losses import functional as LF
+from mlcl.losses.base import PerImageState
 from tests.helpers.losses import REDUCTIONS, loss_case
 from tests.helpers.references import naive_losses as NV
 
@@ -137,10 +139,9 @@ def test_reductions_are_consistent(
 
 
 def _call(loss, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``loss(logits, targets)``; a loss with per-image state (ROLE) gets a fresh table and the row indices."""
-    if getattr(loss, "needs_index", False):
-        if loss.estimates is None or tuple(loss.estimates.shape) != tuple(logits.shape):
-            loss.init_estimates(torch.full(tuple(logits.shape), -1))
+    """``loss(logits, targets)``; a loss with per-image state (ROLE, LL-Cp) gets a fresh table and the row indices."""
+    if isinstance(loss, PerImageState):
+        loss.init_state(torch.full(tuple(logits.shape), -1), seed=0)
         return loss(logits, targets, torch.arange(logits.shape[0]))
     return loss(logits, targets)
 
@@ -209,7 +210,10 @@ def test_registry_and_build_loss() -> None:
     with pytest.raises(TypeError):
         L.build_loss("hill", gamma_pos=1)
     for cls in L.LOSSES.values():
-        assert cls.__doc__ and ".. math::" in (cls.__doc__ + (cls.__mro__[1].__doc__ or ""))
+        # each equation lives once, in its function's docstring; the class points there with :func:
+        doc = (cls.__doc__ or "") + (cls.__mro__[1].__doc__ or "")
+        funcs = [getattr(LF, ref.split(".")[-1].lstrip("~"), None) for ref in re.findall(r":func:`([^`]+)`", doc)]
+        assert cls.__doc__ and any(f is not None and ".. math::" in (f.__doc__ or "") for f in funcs), cls
 
 
 def test_set_epoch_validates() -> None:
@@ -231,3 +235,79 @@ def test_bad_hyper_parameters_raise() -> None:
         L.LargeLossRejection(delta_rel=2.0)
     with pytest.raises(ValueError, match="gamma"):
         LF.focal_loss(logits, targets, gamma=-1.0)
+
+
+# Construction-time validation: every LOSSES entry with bad hyper-parameters (at least one each). The module's
+# __init__ and its functional form call the same per-family check, so the error names the argument and the value.
+NAN, INF = float("nan"), float("inf")
+BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "bce": [{"unknown": "skip"}, {"clamp_eps": 0.0}],
+    "bce-an": [{"unknown": "x"}, {"clamp_eps": -1.0}],
+    "wan": [{"gamma": -0.5}, {"gamma": INF}],
+    "epr": [{"expected_num_pos": -1.0}, {"expected_num_pos": NAN}],
+    "role": [{"expected_num_pos": -2.9}, {"lr_mult": 0.0}],
+    "focal": [{"gamma": -1.0}, {"unknown": "x"}, {"clamp_eps": 0.0}],
+    "asl": [{"clip": -1.0}, {"gamma_neg": -1.0}, {"gamma_pos": INF}, {"eps": 0.0}, {"unknown": "x"}],
+    "hill": [{"gamma": -1.0}, {"margin": NAN}, {"lamb": INF}, {"unknown": "x"}],
+    "splc": [{"tau": 3.0}, {"tau": -0.1}, {"gamma": -2.0}, {"margin": INF}, {"start_epoch": -1}],
+    "ll-r": [{"delta_rel": 2.0}],
+    "ll-ct": [{"delta_rel": -0.1}],
+    "ll-cp": [{"delta_rel": 1.5}],
+}
+BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
+
+
+def test_every_loss_has_bad_hyper_parameter_cases() -> None:
+    assert set(BAD_HYPER_PARAMETERS) == set(L.LOSSES)
+
+
+def _assert_names_argument(err: pytest.ExceptionInfo[ValueError], kwargs: dict[str, Any]) -> None:
+    ((name, value),) = kwargs.items()
+    assert f"`{name}`" in str(err.value) and repr(value) in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("cli", "kwargs"), BAD_CASES, ids=[f"{c}-{next(iter(k))}" for c, k in BAD_CASES])
+def test_bad_hyper_parameters_raise_at_construction(cli: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as err:
+        L.build_loss(cli, **kwargs)
+    _assert_names_argument(err, kwargs)
+    with pytest.raises(ValueError) as err:
+        L.LOSSES[cli](**kwargs)
+    _assert_names_argument(err, kwargs)
+
+
+def _role(z: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
+    return LF.role_loss(z, torch.zeros_like(z), y, **kw)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs"),
+    [
+        (LF.binary_cross_entropy, {"clamp_eps": 0.0}),
+        (LF.binary_cross_entropy, {"unknown": "skip"}),
+        (LF.weak_assume_negative, {"gamma": -0.5}),
+        (LF.expected_positive_regularization, {"expected_num_pos": -1.0}),
+        (_role, {"expected_num_pos": -1.0}),
+        (LF.focal_loss, {"unknown": "x"}),
+        (LF.focal_loss, {"clamp_eps": 0.0}),
+        (LF.asymmetric_loss, {"clip": -1.0}),
+        (LF.asymmetric_loss, {"eps": 0.0}),
+        (LF.hill_loss, {"margin": NAN}),
+        (LF.splc_loss, {"tau": 3.0}),
+        (LF.large_loss, {"scheme": "flip"}),
+    ],
+)
+def test_functional_forms_share_the_validation(fn: Callable[..., torch.Tensor], kwargs: dict[str, Any]) -> None:
+    logits, targets = loss_case(11)
+    if fn is LF.large_loss:
+        kwargs = {"rate": 0.1, **kwargs}
+    with pytest.raises(ValueError) as err:
+        fn(logits, targets, **kwargs)
+    _assert_names_argument(err, {k: v for k, v in kwargs.items() if k != "rate"})
+
+
+def test_option_sets_are_literal_aliases() -> None:
+    assert get_args(L.Reduction) == ("mean", "sum", "none")
+    assert get_args(L.Unknown) == ("ignore", "negative")
+    assert get_args(L.Scheme) == ("reject", "correct")
+    assert LF.Reduction is L.Reduction and LF.Unknown is L.Unknown and LF.Scheme is L.Scheme

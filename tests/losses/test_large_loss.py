@@ -9,6 +9,7 @@ import torch
 
 import mlcl.losses as L
 from mlcl.losses import functional as LF
+from mlcl.losses.base import PerImageState
 from tests.helpers.losses import loss_case
 from tests.helpers.references import naive_losses as NV
 
@@ -30,9 +31,17 @@ def test_large_loss_schedules_and_selection() -> None:
         assert {tuple(ij) for ij in mask.nonzero().tolist()} == chosen
         assert len(chosen) == min(math.ceil(cp_rate * 60 - 1e-9), int((targets == -1).sum()))
         assert torch.all(targets[mask] == -1)  # only unknown entries are ever selected
-        llcp(logits, targets)  # the forward keeps its selection for the trainer (LL-Cp's write-back)
-        assert llcp.last_selection is not None and torch.equal(llcp.last_selection, mask)
-    assert llcp.permanent_correction and not llr.permanent_correction and not llct.permanent_correction
+        # LL-Cp records the selection of the rows it is given and writes it back to its table at the epoch's end
+        llcp.init_state(targets, seed=0)
+        index = torch.arange(targets.shape[0])
+        expected = LF.large_loss(logits, targets, rate=cp_rate, scheme="correct", selection=mask)
+        torch.testing.assert_close(llcp(logits, llcp.current_targets(targets, index), index), expected)
+        llcp.end_epoch()
+        table = llcp.current_targets(targets, index)
+        assert torch.equal(table == 1, (targets == 1) | mask)
+    assert (
+        isinstance(llcp, PerImageState) and not isinstance(llr, PerImageState) and not isinstance(llct, PerImageState)
+    )
     # LL-R: rejected entries get no gradient; at epoch 0 every method is assume-negative BCE
     llr.set_epoch(3)
     z = logits.clone().requires_grad_()

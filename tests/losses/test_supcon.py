@@ -270,6 +270,24 @@ def test_argument_errors() -> None:
         LabelSupConLoss(denominator_size=-1)
 
 
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (LabelSupConLoss, {"tau": 0}),
+        (LabelSupConLoss, {"base_tau": -0.2}),
+        (LabelSupConLoss, {"tau": float("nan")}),
+        (LabelSupConLoss, {"denominator_size": -1}),
+        (ImageSupConLoss, {"tau": 0}),
+        (ImageSupConLoss, {"base_tau": 0.0}),
+    ],
+)
+def test_bad_hyper_parameters_raise_at_construction(cls: type, kwargs: dict) -> None:
+    ((name, value),) = kwargs.items()
+    with pytest.raises(ValueError) as err:
+        cls(**kwargs)
+    assert f"`{name}`" in str(err.value) and str(value) in str(err.value)
+
+
 # ------------------------------------------------------------------------------------------ image level
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_image_supcon_matches_naive_loop(seed: int) -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlcl.distributed import all_gather_nograd, gather_with_grad
 from mlcl.losses.supcon import ImageSupConLoss, LabelSupConLoss
 from tests.helpers.ddp import gloo_group, run_spawned
 
@@ -49,7 +50,14 @@ def _model() -> TinyModel:
 
 
 def _losses(model: nn.Module, x: torch.Tensor, t: torch.Tensor, denominator_size: int) -> torch.Tensor:
+    """The losses on the global batch: gathered as the training objective gathers (no-ops without a group)."""
     z, logits, pooled = model(x)
+    z, pooled, logits, t = (
+        gather_with_grad(z),
+        gather_with_grad(pooled),
+        all_gather_nograd(logits),
+        all_gather_nograd(t),
+    )
     label = LabelSupConLoss(tau=0.2, base_tau=0.2, denominator_size=denominator_size)(z, t, logits)
     image = ImageSupConLoss(tau=0.1, base_tau=0.1)(pooled, t)
     return label + 0.3 * image

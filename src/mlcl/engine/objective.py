@@ -7,8 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mlcl.distributed import all_gather_nograd, gather_with_grad, is_distributed
-from mlcl.losses.bce import EpochScheduled
-from mlcl.losses.stateful import PerImageState
+from mlcl.losses.base import EpochScheduled, PerImageState
 from mlcl.models.classifier import ModelOutput
 
 __all__ = ["Objective"]

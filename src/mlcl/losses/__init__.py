@@ -5,27 +5,33 @@ Element-wise losses share one calling convention, ``loss(logits, targets) -> Ten
 :data:`LOSSES` maps the CLI names to the classes; :func:`build_loss` instantiates one by name.
 :class:`CLML` takes ``(features, logits, targets)`` and is added on top of a base loss.
 Losses whose behaviour depends on the epoch (SPLC, LL-*, CLML) expose ``set_epoch(epoch)`` (0-based),
-which the trainer calls before each epoch. See ``docs/losses.md`` for equations and normalisers.
+which the trainer calls before each epoch. Every loss checks its hyper-parameters when it is built
+(``ValueError`` naming the argument and the value). Each family's file holds its function (whose docstring
+has the equation and normaliser) next to its module; :mod:`mlcl.losses.functional` gathers the functions.
+``docs/losses.md`` has the overview table.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mlcl.losses._common import Reduction as Reduction
+from mlcl.losses._common import Unknown as Unknown
 from mlcl.losses.asl import AsymmetricLoss as AsymmetricLoss
 from mlcl.losses.asl import FocalLoss as FocalLoss
+from mlcl.losses.base import EpochScheduled as EpochScheduled
+from mlcl.losses.base import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
 from mlcl.losses.bce import BCELoss as BCELoss
-from mlcl.losses.bce import EpochScheduled as EpochScheduled
-from mlcl.losses.bce import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.clml import CLML as CLML
-from mlcl.losses.cole import ExpectedPositiveRegularization as ExpectedPositiveRegularization
-from mlcl.losses.cole import RoleLoss as RoleLoss
-from mlcl.losses.cole import WeakAssumeNegativeLoss as WeakAssumeNegativeLoss
 from mlcl.losses.hill import Hill as Hill
 from mlcl.losses.large_loss import LargeLossPermanentCorrection as LargeLossPermanentCorrection
 from mlcl.losses.large_loss import LargeLossRejection as LargeLossRejection
 from mlcl.losses.large_loss import LargeLossTemporaryCorrection as LargeLossTemporaryCorrection
+from mlcl.losses.large_loss import Scheme as Scheme
+from mlcl.losses.role import RoleLoss as RoleLoss
+from mlcl.losses.single_positive import ExpectedPositiveRegularization as ExpectedPositiveRegularization
+from mlcl.losses.single_positive import WeakAssumeNegativeLoss as WeakAssumeNegativeLoss
 from mlcl.losses.splc import SPLC as SPLC
 from mlcl.losses.supcon import ImageSupConLoss as ImageSupConLoss
 from mlcl.losses.supcon import LabelSupConLoss as LabelSupConLoss
@@ -47,7 +53,10 @@ __all__ = [
     "LargeLossRejection",
     "LargeLossTemporaryCorrection",
     "MultiLabelLoss",
+    "Reduction",
     "RoleLoss",
+    "Scheme",
+    "Unknown",
     "WeakAssumeNegativeLoss",
     "build_loss",
 ]

@@ -1,67 +1,91 @@
-"""Binary cross-entropy on {1, 0, -1} targets, and the base classes shared by the element-wise losses."""
+"""Binary cross-entropy on {1, 0, -1} targets: the function and its two modules (ignore / assume negative)."""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+import torch
+from torch import Tensor
 
-from mlcl.losses import functional as LF
-from mlcl.losses._reduce import Reduction, check_reduction
+from mlcl.losses._common import (
+    Reduction,
+    Unknown,
+    check_clamp_eps,
+    check_reduction,
+    check_unknown,
+    count_weight,
+    log_sigmoid,
+    masked_reduce,
+    masks,
+)
+from mlcl.losses.base import MultiLabelLoss
 
-__all__ = ["AssumeNegativeBCELoss", "BCELoss", "EpochScheduled", "MultiLabelLoss"]
+__all__ = ["AssumeNegativeBCELoss", "BCELoss", "binary_cross_entropy"]
 
 
-class MultiLabelLoss(nn.Module):
-    """Base class of the element-wise multi-label losses: ``forward(logits, targets) -> Tensor``.
+def _bce_arg_validation(unknown: str, reduction: str, clamp_eps: float | None) -> None:
+    """Check the hyper-parameters of :func:`binary_cross_entropy` (and :class:`BCELoss`)."""
+    check_unknown(unknown)
+    check_reduction(reduction)
+    check_clamp_eps("clamp_eps", clamp_eps)
+
+
+def binary_cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    unknown: Unknown = "ignore",
+    reduction: Reduction = "mean",
+    clamp_eps: float | None = None,
+) -> Tensor:
+    r"""Binary cross-entropy on {1, 0, -1} targets.
+
+    .. math:: \ell_{ic} = -[y_{ic}=1]\log p_{ic} - [y_{ic}\ne 1]\log(1-p_{ic}),\quad p = \sigma(z)
+
+    Normaliser of "mean": the observed (1/0) entries for ``unknown="ignore"``, all ``N*C`` entries for
+    ``unknown="negative"``. With ``unknown="negative"`` and ``reduction="sum"`` this is the
+    ``AsymmetricLoss(0, 0, clip=0)`` "BCE" of the ASL/Hill/SPLC/CLML code.
 
     Args:
-        reduction: ``"mean"`` (over the entries the loss counts; each subclass documents its
-            normaliser), ``"sum"`` or ``"none"`` (``(N, C)``).
+        logits: ``(N, C)`` logits ``z``.
+        targets: ``(N, C)`` in {1, 0, -1}.
+        unknown: ``"ignore"``: unknown (-1) entries get zero loss and zero gradient, and "mean" averages
+            over the observed entries; ``"negative"`` ("assume negative", AN): -1 is treated as 0 and
+            "mean" averages over all ``N*C`` entries.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        clamp_eps: ``None`` (default) uses the exact ``logsigmoid``; a float reproduces the official
+            ``log(max(p, clamp_eps))`` clamp of the ASL/CLML code (1e-8 there; it only matters for
+            ``|z| > -log(clamp_eps)``, i.e. about 18.4).
+
+    Returns:
+        Scalar, or ``(N, C)`` for ``reduction="none"`` (zeros at ignored entries).
+
+    Example:
+        >>> import torch
+        >>> binary_cross_entropy(torch.zeros(1, 2), torch.tensor([[1, -1]]), unknown="negative").item()
+        0.6931471824645996
     """
-
-    def __init__(self, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        check_reduction(reduction)
-        self.reduction: Reduction = reduction
-
-    def extra_repr(self) -> str:  # noqa: D102
-        return f"reduction={self.reduction!r}"
-
-
-class EpochScheduled:
-    """Mixin for losses whose behaviour depends on the training epoch.
-
-    The trainer calls :meth:`set_epoch` with the 0-based epoch before each epoch; until then the
-    epoch is 0. Nothing else is stored between batches.
-    """
-
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the current (0-based) training epoch.
-
-        Raises:
-            ValueError: If ``epoch`` is not an integer >= 0.
-        """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+    _bce_arg_validation(unknown, reduction, clamp_eps)
+    pos, unk = masks(logits, targets)
+    loss = torch.where(pos, -log_sigmoid(logits, clamp_eps), -log_sigmoid(-logits, clamp_eps))
+    return masked_reduce(loss, count_weight(unk, unknown), reduction)
 
 
 class BCELoss(MultiLabelLoss):
-    r"""Binary cross-entropy with an explicit treatment of unknown labels.
+    """Binary cross-entropy with an explicit treatment of unknown labels.
 
-    .. math:: \ell_{ic} = -[y_{ic}=1]\log\sigma(z_{ic}) - [y_{ic}\ne 1]\log\sigma(-z_{ic})
+    :func:`binary_cross_entropy` for the equation.
 
     * ``unknown="ignore"`` (CLI name ``bce``): -1 entries get no loss and no gradient; "mean" averages
       over the observed (1/0) entries.
     * ``unknown="negative"`` (CLI name ``bce-an``, "assume negative", the usual missing-label baseline):
-      -1 counts as 0; "mean" averages over all ``N*C`` entries. With ``reduction="sum"`` this is the
-      ``AsymmetricLoss(0, 0, clip=0)`` "BCE" of the ASL/Hill/SPLC/CLML code.
+      -1 counts as 0; "mean" averages over all ``N*C`` entries.
 
     Args:
         unknown: ``"ignore"`` or ``"negative"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         clamp_eps: ``None`` (exact log-sigmoid) or the official ``log(max(p, eps))`` clamp (1e-8 there).
+
+    Raises:
+        ValueError: For a bad ``unknown``, ``reduction`` or ``clamp_eps`` (at construction).
 
     Shape:
         ``logits``, ``targets``: ``(N, C)``; output: scalar, or ``(N, C)`` for ``"none"``.
@@ -73,17 +97,16 @@ class BCELoss(MultiLabelLoss):
     """
 
     def __init__(
-        self, unknown: LF.Unknown = "ignore", reduction: Reduction = "mean", clamp_eps: float | None = None
+        self, unknown: Unknown = "ignore", reduction: Reduction = "mean", clamp_eps: float | None = None
     ) -> None:
+        _bce_arg_validation(unknown, reduction, clamp_eps)
         super().__init__(reduction)
-        if unknown not in ("ignore", "negative"):
-            raise ValueError(f"`unknown` must be 'ignore' or 'negative', got {unknown!r}")
-        self.unknown: LF.Unknown = unknown
+        self.unknown: Unknown = unknown
         self.clamp_eps = clamp_eps
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Loss of ``logits`` ``(N, C)`` against ``targets`` ``(N, C)`` in {1, 0, -1}."""
-        return LF.binary_cross_entropy(
+        return binary_cross_entropy(
             logits, targets, unknown=self.unknown, reduction=self.reduction, clamp_eps=self.clamp_eps
         )
 
@@ -98,6 +121,6 @@ class AssumeNegativeBCELoss(BCELoss):
     """
 
     def __init__(
-        self, unknown: LF.Unknown = "negative", reduction: Reduction = "mean", clamp_eps: float | None = None
+        self, unknown: Unknown = "negative", reduction: Reduction = "mean", clamp_eps: float | None = None
     ) -> None:
         super().__init__(unknown=unknown, reduction=reduction, clamp_eps=clamp_eps)

@@ -1,24 +1,10 @@
 """MulCon's label-level supervised contrastive loss, and the image-level baseline it argues against.
 
-Label level (MulCon, arXiv 2107.11626, official ``networks.SupConLoss`` as called by the stage-two model):
-the anchors are the label-level embeddings ``z[b, l]`` of the *present* labels (``targets[b, l] == 1``) of the
-whole batch, in flat order ``k = b*L + l``; ``I`` is that set and ``P = |I|``. For an anchor ``k`` with label
-``c_k``:
-
-.. code-block:: text
-
-    P(k) = {p in I, p != k : c_p = c_k}        (same label: other images, the other view)
-    A(k) = (I u F) minus {k}                   (all other present-label embeddings, plus fillers F)
-    l_k  = -(tau / base_tau) / |P(k)| * sum_{p in P(k)} [ z_k.z_p / tau - log sum_{a in A(k)} exp(z_k.z_a / tau) ]
-    L_con = (1 / P) * sum_{k in I} l_k         (l_k = 0 when P(k) is empty; such anchors still count in P)
-
-Fillers (option ``denominator_size`` D, default 0 = off): when ``D > P``, the ``D - P`` observed negatives
-(``targets == 0``; unknown entries are never used) with the highest classifier logits are appended, sorted by
-descending logit, as contrast-only rows: nobody's positive and never anchors.
-
-Only the ``P`` present rows (plus fillers) are gathered, so the similarity matrix is ``(P, P + F)``, not
-``(B*L, B*L)``. Similarities and the log-sum-exp are computed in float32 (float64 inputs stay float64), with
-autocast disabled.
+:func:`label_supcon` (MulCon, arXiv 2107.11626) contrasts the label-level embeddings of the present labels;
+:func:`image_supcon` contrasts pooled image embeddings. Each function's docstring holds its equation and
+normaliser; :class:`LabelSupConLoss` and :class:`ImageSupConLoss` are their modules, with one calling convention
+``(z, targets, logits)``. Under DDP the training objective passes them the global batch, gathered once per step.
+Similarities and the log-sum-exp are computed in float32 (float64 inputs stay float64), with autocast disabled.
 """
 
 from __future__ import annotations
@@ -28,7 +14,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from mlcl.distributed import all_gather_nograd, gather_with_grad, is_distributed
 from mlcl.targets import NEG, POS, check_targets, positive_mask
 
 __all__ = [
@@ -53,11 +38,14 @@ def _zero_loss(z: Tensor) -> Tensor:
     return _compute_dtype(z).sum() * 0.0
 
 
-def _check_temperatures(tau: float, base_tau: float) -> None:
+def _supcon_arg_validation(tau: float, base_tau: float, denominator_size: int | None = None) -> None:
+    """Check the hyper-parameters of the SupCon functions and modules (temperatures, filler count)."""
     if not tau > 0:
         raise ValueError(f"`tau` must be > 0, got {tau}")
     if not base_tau > 0:
         raise ValueError(f"`base_tau` must be > 0, got {base_tau}")
+    if denominator_size is not None and denominator_size < 0:
+        raise ValueError(f"`denominator_size` must be >= 0, got {denominator_size}")
 
 
 class ContrastRows(NamedTuple):
@@ -132,7 +120,7 @@ def supcon_from_rows(
         Scalar loss (float32 for half inputs, else the dtype of ``z``); exactly 0, still connected to ``z``,
         when no anchor has a positive or there are fewer than two rows.
     """
-    _check_temperatures(tau, base_tau)
+    _supcon_arg_validation(tau, base_tau)
     if z.ndim != 2:
         raise ValueError(f"`z` must have shape (N, D), got {tuple(z.shape)}")
     if labels.shape != (z.shape[0],):
@@ -168,7 +156,24 @@ def label_supcon(
     denominator_size: int = 0,
     logits: Tensor | None = None,
 ) -> Tensor:
-    """MulCon's label-level supervised contrastive loss (equation in the module docstring).
+    """MulCon's label-level supervised contrastive loss (official ``networks.SupConLoss`` of the stage-two model).
+
+    The anchors are the label-level embeddings ``z[b, l]`` of the *present* labels (``targets[b, l] == 1``) of
+    the whole batch, in flat order ``k = b*L + l``; ``I`` is that set and ``P = |I|``. For an anchor ``k`` with
+    label ``c_k``:
+
+    .. code-block:: text
+
+        P(k) = {p in I, p != k : c_p = c_k}        (same label: other images, the other view)
+        A(k) = (I u F) minus {k}                   (all other present-label embeddings, plus fillers F)
+        l_k  = -(tau / base_tau) / |P(k)| * sum_{p in P(k)} [ z_k.z_p / tau - log sum_{a in A(k)} exp(z_k.z_a / tau) ]
+        L_con = (1 / P) * sum_{k in I} l_k         (l_k = 0 when P(k) is empty; such anchors still count in P)
+
+    Fillers (option ``denominator_size`` D, default 0 = off): when ``D > P``, the ``D - P`` observed negatives
+    (``targets == 0``; unknown entries are never used) with the highest classifier logits are appended, sorted
+    by descending logit, as contrast-only rows: nobody's positive and never anchors
+    (:func:`select_contrast_rows`). Only the ``P`` present rows (plus fillers) are gathered, so the similarity
+    matrix is ``(P, P + F)``, not ``(B*L, B*L)``.
 
     Args:
         z: ``(B, L, P)`` L2-normalised projections of the label-level embeddings (e.g.
@@ -190,7 +195,7 @@ def label_supcon(
     check_targets(targets)
     if tuple(targets.shape) != tuple(z.shape[:2]):
         raise ValueError(f"`targets` must have shape (B, L)={tuple(z.shape[:2])}, got {tuple(targets.shape)}")
-    _check_temperatures(tau, base_tau)
+    _supcon_arg_validation(tau, base_tau)
     sel = select_contrast_rows(targets.to(z.device), denominator_size=denominator_size, logits=logits)
     if sel.num_pos <= 1:
         return _zero_loss(z)
@@ -229,7 +234,7 @@ def image_supcon(z: Tensor, targets: Tensor, *, tau: float = 0.1, base_tau: floa
     check_targets(targets)
     if targets.shape[0] != z.shape[0]:
         raise ValueError(f"`targets` must have {z.shape[0]} rows like `z`, got {tuple(targets.shape)}")
-    _check_temperatures(tau, base_tau)
+    _supcon_arg_validation(tau, base_tau)
     if z.shape[0] < 2:
         return _zero_loss(z)
     with torch.autocast(device_type=z.device.type, enabled=False):
@@ -250,34 +255,31 @@ def image_supcon(z: Tensor, targets: Tensor, *, tau: float = 0.1, base_tau: floa
 
 
 class LabelSupConLoss(nn.Module):
-    """Module form of :func:`label_supcon` that sees the global batch under ``torch.distributed``.
+    """Module form of :func:`label_supcon` (the equation).
 
-    Under a process group, ``z`` is gathered with :func:`mlcl.distributed.gather_with_grad` and ``targets`` /
-    ``logits`` with :func:`mlcl.distributed.all_gather_nograd`; every rank computes the same loss on the
-    concatenated batch, and the DDP-averaged gradient equals the single-process gradient on that batch.
+    It computes the loss of the rows it is given. Under a process group the training objective passes the
+    global batch (``z`` gathered with :func:`mlcl.distributed.gather_with_grad`, ``targets`` and ``logits`` with
+    :func:`mlcl.distributed.all_gather_nograd`); every rank then computes the same loss on the concatenated
+    batch, and the DDP-averaged gradient equals the single-process gradient on that batch.
 
     Args:
         tau: Temperature (official 0.2).
         base_tau: Base temperature (official 0.2).
         denominator_size: Filler option ``D`` (official default 0 = off).
+
+    Raises:
+        ValueError: For a temperature <= 0 or ``denominator_size < 0`` (at construction).
     """
 
     def __init__(self, tau: float = 0.2, base_tau: float = 0.2, denominator_size: int = 0) -> None:
         super().__init__()
-        _check_temperatures(tau, base_tau)
-        if denominator_size < 0:
-            raise ValueError(f"`denominator_size` must be >= 0, got {denominator_size}")
+        _supcon_arg_validation(tau, base_tau, denominator_size)
         self.tau = tau
         self.base_tau = base_tau
         self.denominator_size = denominator_size
 
     def forward(self, z: Tensor, targets: Tensor, logits: Tensor | None = None) -> Tensor:
         """Loss of ``z`` ``(B, L, P)`` with ``targets`` ``(B, L)`` (and ``logits`` ``(B, L)`` for fillers)."""
-        if is_distributed():
-            z = gather_with_grad(z)
-            targets = all_gather_nograd(targets)
-            if logits is not None:
-                logits = all_gather_nograd(logits)
         return label_supcon(
             z, targets, tau=self.tau, base_tau=self.base_tau, denominator_size=self.denominator_size, logits=logits
         )
@@ -288,24 +290,27 @@ class LabelSupConLoss(nn.Module):
 
 
 class ImageSupConLoss(nn.Module):
-    """Module form of :func:`image_supcon` (image-level baseline), gathering the global batch under DDP.
+    """Module form of :func:`image_supcon` (image-level baseline; the equation), on the rows it is given.
 
     Args:
         tau: Temperature.
         base_tau: Base temperature.
+
+    Raises:
+        ValueError: For a temperature <= 0 (at construction).
     """
 
     def __init__(self, tau: float = 0.1, base_tau: float = 0.1) -> None:
         super().__init__()
-        _check_temperatures(tau, base_tau)
+        _supcon_arg_validation(tau, base_tau)
         self.tau = tau
         self.base_tau = base_tau
 
-    def forward(self, z: Tensor, targets: Tensor) -> Tensor:
-        """Loss of image embeddings ``z`` ``(B, D)`` with ``targets`` ``(B, L)``."""
-        if is_distributed():
-            z = gather_with_grad(z)
-            targets = all_gather_nograd(targets)
+    def forward(self, z: Tensor, targets: Tensor, logits: Tensor | None = None) -> Tensor:
+        """Loss of image embeddings ``z`` ``(B, D)`` with ``targets`` ``(B, L)`` (``logits`` is not used).
+
+        ``logits`` is accepted so that both contrastive modules share one calling convention.
+        """
         return image_supcon(z, targets, tau=self.tau, base_tau=self.base_tau)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,92 @@
+"""Base classes of the losses: the element-wise contract, the per-epoch schedule and per-image state.
+
+The training objective (:class:`mlcl.engine.objective.Objective`) drives :class:`EpochScheduled` and
+:class:`PerImageState` losses; the training loop never names a particular loss. A new loss that follows an epoch
+schedule or keeps state per training image (a label-estimate table, a label-correction memory, an EM step)
+subclasses them next to :class:`MultiLabelLoss` and plugs in without touching the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from mlcl.losses._common import Reduction, check_epoch, check_reduction
+
+__all__ = ["EpochScheduled", "MultiLabelLoss", "PerImageState"]
+
+
+class MultiLabelLoss(nn.Module):
+    """Base class of the element-wise multi-label losses: ``forward(logits, targets) -> Tensor``.
+
+    Subclasses check their hyper-parameters in ``__init__`` with the same function their functional form
+    calls, so a bad value fails when the loss is built, not at the first step.
+
+    Args:
+        reduction: ``"mean"`` (over the entries the loss counts; each subclass documents its
+            normaliser), ``"sum"`` or ``"none"`` (``(N, C)``).
+    """
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.reduction: Reduction = reduction
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"reduction={self.reduction!r}"
+
+
+class EpochScheduled:
+    """Mixin for losses whose behaviour depends on the training epoch.
+
+    The trainer calls :meth:`set_epoch` with the 0-based epoch before each epoch; until then the
+    epoch is 0. Nothing else is stored between batches.
+    """
+
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the current (0-based) training epoch.
+
+        Raises:
+            ValueError: If ``epoch`` is not an integer >= 0.
+        """
+        check_epoch("epoch", epoch)
+        self.epoch = epoch
+
+
+class PerImageState:
+    """Mixin of a loss with one row of state per training image, addressed by dataset index.
+
+    The objective calls, in this order:
+
+    1. :meth:`init_state` once, with the ``(N_train, C)`` training targets, before the optimiser is built (a
+       resumed run then loads the state from the checkpoint: it must live in the module's parameters or
+       buffers, so that it is part of ``state_dict()``);
+    2. :meth:`param_groups` when the optimiser is built (state trained by gradient, e.g. ROLE's table);
+    3. per step, on the global batch: :meth:`current_targets` (the targets every term of the objective then
+       sees), then ``forward(logits (N, C), targets (N, C), index (N,))``;
+    4. :meth:`end_epoch` after the last step of each epoch.
+
+    Under torch.distributed every rank sees the same global batch and indices, so every rank's copy of the
+    state receives the same updates.
+    """
+
+    #: Called with the batch's dataset indices: ``forward(logits, targets, index)``.
+    needs_index = True
+
+    def init_state(self, train_targets: Tensor, *, seed: int) -> None:
+        """Create the state from the training targets (row ``i`` is dataset index ``i``)."""
+        raise NotImplementedError
+
+    def current_targets(self, targets: Tensor, index: Tensor) -> Tensor:
+        """The batch's targets as the loss's state says they are now (default: unchanged)."""
+        return targets
+
+    def end_epoch(self) -> None:
+        """Commit what the epoch decided (default: nothing)."""
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser groups of the state's parameters, given the head's learning rate (default: none)."""
+        return []
