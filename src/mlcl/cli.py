@@ -166,7 +166,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cs.add_argument("-o", "--override", action="append", default=[])
     cv = csub.add_parser("validate", help="check configuration files and build their components on CPU")
     cv.add_argument("files", nargs="+")
-    cv.add_argument("--no-build", action="store_true", help="only check keys and types")
+    cv.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not build the model (keys, types, ranges, the objective, schedule, head and optimiser are checked)",
+    )
 
     ls = sub.add_parser("list", help="list losses, protocols, datasets, heads or backbones")
     ls.add_argument("what", choices=["losses", "protocols", "datasets", "heads", "backbones"])
@@ -328,8 +332,15 @@ def _cmd_config(args: argparse.Namespace) -> None:
     elif args.config_command == "validate":
         from mlcl.engine.validate import validate_config_file
 
-        for f in args.files:
-            print(f"{f}: {validate_config_file(f, build=not args.no_build)}")
+        failed = 0
+        for f in args.files:  # every file is checked; each bad one is reported on its own line
+            try:
+                print(f"{f}: {validate_config_file(f, build=not args.no_build)}", flush=True)
+            except MlclError as e:
+                failed += 1
+                sys.stderr.write(f"mlcl: error: {e}\n")
+        if failed:
+            raise SystemExit(2)
     else:
         _fail("usage: mlcl config show|validate ...")
 

@@ -129,8 +129,8 @@ class MultiLabelClassifier(nn.Module):
             tokens, _ = self.backbone.tokens(feats)
             out = self.head(tokens)
             logits, label_emb, attn = out.logits, out.label_emb, out.attn
-        if self.projection == "label":
-            proj = self.head.project(label_emb)
-        elif self.projection == "image":
+            if self.projection == "label":
+                proj = self.head.project(out.label_emb)
+        if self.projection == "image":
             proj = F.normalize(self.image_proj(embedding), dim=-1)
         return ModelOutput(logits, embedding, label_emb, attn, proj)
