@@ -150,8 +150,8 @@ def test_literal_coercion() -> None:
         ("data.std=[0.2, 0, 0.2]", "`data.std[1]` must be > 0, got 0.0"),
         ("run.threshold=1.5", "`run.threshold` must be in [0, 1], got 1.5"),
         ("run.threshold=.nan", "`run.threshold` must be a finite number in [0, 1], got nan"),
-        ("optim.lr=0", "`optim.lr` must be > 0, got 0.0"),
-        ("optim.lr=.inf", "`optim.lr` must be a finite number > 0, got inf"),
+        ("optim.lr=-1e-3", "`optim.lr` must be >= 0, got -0.001"),
+        ("optim.lr=.inf", "`optim.lr` must be a finite number >= 0, got inf"),
         ("mulcon.stage2_batch_size=0", "`mulcon.stage2_batch_size` must be >= 1, got 0"),
     ],
 )
@@ -162,7 +162,7 @@ def test_value_ranges(override: str, fragment: str) -> None:
 
 
 def test_value_ranges_allow_null_and_bounds() -> None:
-    cfg = load_config(None, ["data.image_size=null", "run.threshold=0", "run.threshold=1", "optim.lr=null"])
+    cfg = load_config(None, ["data.image_size=null", "run.threshold=0", "run.threshold=1", "optim.backbone_lr=0"])
     assert cfg.data.image_size is None and cfg.run.threshold == 1.0
     check_values(cfg)
     cfg.train.batch_size = 0  # set in code: check_values sees it

@@ -365,9 +365,9 @@ RANGES: dict[str, _Check] = {
     "data.std": _above(0),
     "data.num_workers": _at_least(0),
     "loss.contrastive_weight": _at_least(0),
-    "optim.lr": _above(0),
-    "optim.backbone_lr": _above(0),
-    "optim.attention_lr": _above(0),
+    "optim.lr": _at_least(0),
+    "optim.backbone_lr": _at_least(0),
+    "optim.attention_lr": _at_least(0),
     "optim.weight_decay": _at_least(0),
     "optim.clip_grad_norm": _above(0),
     "optim.freeze_backbone_epochs": _at_least(0),
@@ -378,17 +378,20 @@ RANGES: dict[str, _Check] = {
     "train.stop_after": _at_least(1),
     "train.eval_every": _at_least(1),
     "mulcon.stage1_epochs": _at_least(1),
-    "mulcon.stage1_lr": _above(0),
-    "mulcon.stage1_backbone_lr": _above(0),
+    "mulcon.stage1_lr": _at_least(0),
+    "mulcon.stage1_backbone_lr": _at_least(0),
     "mulcon.stage1_warmup_epochs": _at_least(0),
     "mulcon.stage2_epochs": _at_least(1),
-    "mulcon.stage2_lr": _above(0),
-    "mulcon.stage2_backbone_lr": _above(0),
+    "mulcon.stage2_lr": _at_least(0),
+    "mulcon.stage2_backbone_lr": _at_least(0),
     "mulcon.stage2_step_size": _at_least(1),
     "mulcon.stage2_batch_size": _at_least(1),
     "run.threshold": _within(0, 1),
 }
-"""Allowed values of numeric fields (each item of a list field); ``null`` is always allowed where the type is."""
+"""Allowed values of numeric fields (each item of a list field); ``null`` is always allowed where the type is.
+
+Learning rates may be 0: a rate of 0 keeps those parameters where they start (e.g. the probe-initialised head).
+"""
 
 
 def _check_range(key: str, value: Any) -> None:
