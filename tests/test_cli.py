@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import subprocess
@@ -9,8 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from mlcl.cli import main
+from mlcl.cli import EVAL_FLAGS, TRAIN_FLAGS, _build_parser, main
+from mlcl.engine.config import field_choices
+from mlcl.engine.validate import validate_config_file
+from mlcl.errors import ConfigError
+from mlcl.metrics import AP_VARIANTS
 from tests.helpers.synthetic import CLASSES, make_shapes_csv
 
 COMMON = [
@@ -210,3 +216,139 @@ def test_module_entry_point() -> None:
     import mlcl
 
     assert r.stdout.strip() == mlcl.__version__
+
+
+# ------------------------------------------------------------------------------------------------ choices
+
+
+def _flag_actions() -> list[tuple[str, argparse.Action]]:
+    """(sub-command, action) for every option of every sub-command."""
+    out = []
+    parser = _build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                out.extend((command, a) for a in sub._actions)
+    return out
+
+
+def test_every_flag_with_choices_takes_the_config_fields_values() -> None:
+    """A flag with choices accepts exactly the values of the config field it sets (its Literal's arguments)."""
+    flag_keys = {"train": TRAIN_FLAGS, "eval": EVAL_FLAGS}
+    checked = []
+    for command, action in _flag_actions():
+        key = flag_keys.get(command, {}).get(action.dest)
+        if action.choices is None or not action.option_strings:
+            # a flag setting a field with a fixed set of values must offer them (positionals are not fields)
+            assert key is None or not _has_choices(key), f"`mlcl {command} --{action.dest}` lacks choices"
+            continue
+        assert key is not None, f"`mlcl {command} {action.option_strings[0]}` has choices but no config key"
+        assert tuple(action.choices) == field_choices(key), (command, action.dest)
+        checked.append(key)
+    assert "run.ap_variant" in checked and "data.augment" in checked and len(checked) == 8
+
+
+def _has_choices(key: str) -> bool:
+    try:
+        field_choices(key)
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("variant", AP_VARIANTS)
+def test_eval_accepts_every_ap_variant(variant: str) -> None:
+    args = _build_parser().parse_args(["eval", "ckpt.pt", "--data", "builtin", "--ap-variant", variant])
+    assert args.ap_variant == variant
+
+
+# ------------------------------------------------------------------------------------------------ config validate
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragments"),
+    [
+        pytest.param(
+            "loss:\n  name: focal\n  options:\n    gamma: -1\n",
+            ["`loss.options.gamma`", "-1"],
+            id="focal-gamma",
+        ),
+        pytest.param(
+            "loss:\n  name: hill+clml\n  clml_tau: 1.5\n",
+            ["`loss.clml_tau`", "1.5"],
+            id="clml-tau",
+        ),
+        pytest.param("optim:\n  schedule: onecycle\n  pct_start: 1.5\n", ["`optim.pct_start`", "1.5"], id="pct"),
+        pytest.param("optim:\n  schedule: cosine\n  warmup_epochs: -1\n", ["`optim.warmup_epochs`", "-1"], id="warm"),
+        pytest.param("optim:\n  schedule: step\n  gamma: 0\n", ["`optim.gamma`", "0"], id="gamma"),
+        pytest.param("optim:\n  schedule: cosine\n  min_lr_ratio: 2\n", ["`optim.min_lr_ratio`", "2"], id="min"),
+        pytest.param("optim:\n  name: sgd\n  momentum: 1.5\n", ["`optim.momentum`", "1.5"], id="momentum"),
+        pytest.param("optim:\n  betas: [0.9]\n", ["`optim.betas`", "[0.9]"], id="betas"),
+        pytest.param(
+            "model:\n  head: mulcon\n  head_dim: 1000\n  head_heads: 3\n", ["`model.head_dim`", "1000"], id="head-dim"
+        ),
+        pytest.param("model:\n  head: mulcon\n  head_heads: 0\n", ["`model.head_heads`", "0"], id="heads"),
+        pytest.param("model:\n  head: mulcon\n  proj_hidden: 0\n", ["`model.proj_hidden`", "0"], id="proj"),
+        pytest.param("model:\n  drop_rate: 1.5\n", ["`model.drop_rate`", "1.5"], id="drop"),
+        pytest.param("loss:\n  name: focal\n  options:\n    gama: 2\n", ["`loss.options.gama`", "gama"], id="kwarg"),
+        pytest.param("loss:\n  name: nosuchloss\n", ["`loss.name`", "nosuchloss"], id="name"),
+        pytest.param("loss:\n  contrastive: image\n  con_tau: 0\n", ["`loss.con_tau`", "0"], id="con-tau"),
+        pytest.param("train:\n  batch_size: 0\n", ["`train.batch_size`", "0"], id="batch"),
+        pytest.param("run:\n  threshold: 1.5\n", ["`run.threshold`", "1.5"], id="threshold"),
+        pytest.param(
+            "train:\n  method: mulcon\nmulcon:\n  stage2_step_size: 0\n", ["`mulcon.stage2_step_size`", "0"], id="mc"
+        ),
+    ],
+)
+def test_config_validate_rejects_what_fails_at_step_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture, yaml_text: str, fragments: list[str]
+) -> None:
+    bad = _write(tmp_path / "bad.yaml", yaml_text)
+    with pytest.raises(SystemExit) as e:
+        main(["config", "validate", str(bad)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlcl: error:") and "\n" not in err and "bad.yaml" in err, err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+def test_config_validate_names_the_key_of_a_loss_argument(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A loss that rejects an argument when built is reported with the config key (losses stubbed here)."""
+    import mlcl.losses
+
+    class Strict(torch.nn.Module):  # what the losses' constructors raise for a bad argument
+        def __init__(self, gamma: float = 2.0, tau: float = 0.75, **kwargs: object) -> None:
+            super().__init__()
+            if gamma < 0:
+                raise ValueError(f"`gamma` must be a finite number >= 0, got {gamma!r}")
+            if not 0 <= tau <= 1:
+                raise ValueError(f"`tau` must lie in [0, 1], got {tau!r}")
+
+    monkeypatch.setitem(mlcl.losses.LOSSES, "focal", Strict)
+    monkeypatch.setattr(mlcl.losses, "CLML", Strict)
+    focal = _write(tmp_path / "focal.yaml", "loss:\n  name: focal\n  options:\n    gamma: -1\n")
+    with pytest.raises(ConfigError, match=r"focal.yaml: `loss.options.gamma`=-1 \(loss 'focal'\): `gamma` must"):
+        validate_config_file(focal, build=False)
+    clml = _write(tmp_path / "clml.yaml", "loss:\n  name: focal+clml\n  clml_tau: 1.5\n")
+    with pytest.raises(ConfigError, match=r"clml.yaml: `loss.clml_tau`=1.5 \(CLML\): `tau` must"):
+        validate_config_file(clml, build=False)
+
+
+def test_config_validate_reports_every_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad1 = _write(tmp_path / "bad1.yaml", "train:\n  batch_size: 0\n")
+    good = _write(tmp_path / "good.yaml", "train:\n  epochs: 2\n")
+    bad2 = _write(tmp_path / "bad2.yaml", "optim:\n  schedule: onecycle\n  pct_start: 0\n")
+    with pytest.raises(SystemExit) as e:
+        main(["config", "validate", "--no-build", str(bad1), str(good), str(bad2)])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out.strip() == f"{good}: ok (standard, backbone resnet10t, head linear, loss bce, data builtin)"
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "bad1.yaml" in lines[0] and "bad2.yaml" in lines[1], lines
+
+
+def test_config_validate_accepts_the_kit(capsys: pytest.CaptureFixture) -> None:
+    files = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert main(["config", "validate", "--no-build", *files]) == 0
+    assert capsys.readouterr().out.count(": ok (") == len(files)

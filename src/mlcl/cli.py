@@ -7,14 +7,18 @@ line (``mlcl: error: ...``) with exit status 2.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlcl.errors import MlclError
+
+if TYPE_CHECKING:
+    from mlcl.engine.config import Config, RunConfig
 
 __all__ = ["main"]
 
@@ -49,6 +53,12 @@ TRAIN_FLAGS: dict[str, str] = {
     "out": "run.out",
 }
 
+# CLI flag -> config key of `mlcl eval` (flags that set a run option of the checkpoint's configuration)
+EVAL_FLAGS: dict[str, str] = {
+    "threshold": "run.threshold",
+    "ap_variant": "run.ap_variant",
+}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one readable line instead of usage + message
@@ -58,6 +68,13 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str) -> NoReturn:
     sys.stderr.write(f"mlcl: error: {message}\n")
     raise SystemExit(2)
+
+
+def _choices(key: str) -> tuple[str, ...]:
+    """The values a flag accepts: those of the configuration field ``key`` (its ``Literal`` type)."""
+    from mlcl.engine.config import field_choices
+
+    return field_choices(key)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,22 +104,22 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone", help="timm model name")
     t.add_argument("--weights", help="local backbone weights (state dict) loaded through timm")
     t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
-    t.add_argument("--head", choices=["linear", "mulcon"])
+    t.add_argument("--head", choices=_choices(TRAIN_FLAGS["head"]))
     t.add_argument("--image-size", type=int)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate (head; backbone too unless --backbone-lr)")
     t.add_argument("--backbone-lr", type=float)
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
-    t.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"])
+    t.add_argument("--optimizer", choices=_choices(TRAIN_FLAGS["optimizer"]))
+    t.add_argument("--schedule", choices=_choices(TRAIN_FLAGS["schedule"]))
     t.add_argument("--loss", help="base loss (`mlcl list losses`), or BASE+clml")
-    t.add_argument("--reduction", choices=["mean", "sum"])
+    t.add_argument("--reduction", choices=_choices(TRAIN_FLAGS["reduction"]))
     t.add_argument("--clml-weight", type=float, help="CLML weight lambda")
     t.add_argument("--clml-tau", type=float, help="CLML label-correction threshold")
-    t.add_argument("--contrastive", choices=["none", "label", "image"])
-    t.add_argument("--method", choices=["standard", "mulcon"], help="mulcon: the two MulCon stages")
+    t.add_argument("--contrastive", choices=_choices(TRAIN_FLAGS["contrastive"]))
+    t.add_argument("--method", choices=_choices(TRAIN_FLAGS["method"]), help="mulcon: the two MulCon stages")
     t.add_argument("--views", type=int, help="augmented views per image")
-    t.add_argument("--augment", choices=["none", "light", "flip", "default", "strong", "asl"])
+    t.add_argument("--augment", choices=_choices(TRAIN_FLAGS["augment"]))
     t.add_argument("--missing", help="missing-label protocol applied to the training labels (`mlcl list protocols`)")
     t.add_argument("--seed", type=int)
     t.add_argument("--workers", type=int, help="DataLoader workers")
@@ -117,7 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="builtin (its test split), a CSV file, or KIND:PATH")
     e.add_argument("--out", help="metrics JSON (default: eval_metrics.json beside the checkpoint)")
     e.add_argument("--threshold", type=float, default=None)
-    e.add_argument("--ap-variant", choices=["nonint", "voc11", "mlgcn"], default=None)
+    e.add_argument("--ap-variant", choices=_choices(EVAL_FLAGS["ap_variant"]), default=None)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=2)
@@ -149,7 +166,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cs.add_argument("-o", "--override", action="append", default=[])
     cv = csub.add_parser("validate", help="check configuration files and build their components on CPU")
     cv.add_argument("files", nargs="+")
-    cv.add_argument("--no-build", action="store_true", help="only check keys and types")
+    cv.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not build the model (keys, types, ranges, the objective, schedule, head and optimiser are checked)",
+    )
 
     ls = sub.add_parser("list", help="list losses, protocols, datasets, heads or backbones")
     ls.add_argument("what", choices=["losses", "protocols", "datasets", "heads", "backbones"])
@@ -157,7 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace) -> Config:
     from mlcl.engine.config import load_config
 
     overrides = list(args.override)
@@ -210,6 +231,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.run_dir}")
 
 
+def _run_options(config: Config, args: argparse.Namespace) -> RunConfig:
+    """The checkpoint's ``run`` options with the :data:`EVAL_FLAGS` given, checked as configuration values."""
+    from mlcl.engine.config import apply_overrides
+
+    cfg = copy.deepcopy(config)
+    given = {flag: getattr(args, flag) for flag in EVAL_FLAGS if getattr(args, flag) is not None}
+    apply_overrides(cfg, [f"{EVAL_FLAGS[flag]}={json.dumps(value)}" for flag, value in given.items()])
+    return cfg.run
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
@@ -227,9 +258,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
             f"--data {args.data}: classes {data.class_names} differ from the checkpoint's {pred.class_names}"
         )
     loader = DataLoader(ImageDataset(data, pred.transform), batch_size=args.batch_size, num_workers=args.workers)
-    threshold = pred.config.run.threshold if args.threshold is None else args.threshold
-    variant = args.ap_variant or pred.config.run.ap_variant
-    metrics = evaluate_model(pred.model, loader, device, pred.class_names, threshold=threshold, ap_variant=variant)
+    run = _run_options(pred.config, args)
+    metrics = evaluate_model(
+        pred.model, loader, device, pred.class_names, threshold=run.threshold, ap_variant=run.ap_variant
+    )
     metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_metrics.json"
     if Path(args.checkpoint).is_dir() and not args.out:
@@ -301,8 +333,15 @@ def _cmd_config(args: argparse.Namespace) -> None:
     elif args.config_command == "validate":
         from mlcl.engine.validate import validate_config_file
 
-        for f in args.files:
-            print(f"{f}: {validate_config_file(f, build=not args.no_build)}")
+        failed = 0
+        for f in args.files:  # every file is checked; each bad one is reported on its own line
+            try:
+                print(f"{f}: {validate_config_file(f, build=not args.no_build)}", flush=True)
+            except MlclError as e:
+                failed += 1
+                sys.stderr.write(f"mlcl: error: {e}\n")
+        if failed:
+            raise SystemExit(2)
     else:
         _fail("usage: mlcl config show|validate ...")
 

@@ -1,11 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+from mlcl.losses._reduce import REDUCTIONS
 
-from mlcl.engine.config import Config, config_from_dict, config_to_dict, dump_config, load_config
+from mlcl.data.transforms import AUGMENT_PRESETS
+from mlcl.engine.config import (
+    Config,
+    check_values,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    field_choices,
+    load_config,
+)
+from mlcl.engine.optim import OPTIMIZERS, SCHEDULES
 from mlcl.errors import ConfigError
+from mlcl.metrics import AP_VARIANTS
+from mlcl.models.classifier import HEADS, PROJECTIONS
 
 
 def test_defaults_and_overrides() -> None:
@@ -59,3 +74,97 @@ def test_missing_file() -> None:
 def test_from_dict_rejects_non_mapping() -> None:
     with pytest.raises(ConfigError):
         config_from_dict({"train": 3})
+
+
+# ------------------------------------------------------------------------------------------------ option sets
+
+
+@pytest.mark.parametrize(
+    ("key", "component_names"),
+    [
+        ("data.augment", AUGMENT_PRESETS),
+        ("model.head", HEADS),
+        ("optim.name", OPTIMIZERS),
+        ("optim.schedule", SCHEDULES),
+        ("run.ap_variant", AP_VARIANTS),
+    ],
+)
+def test_config_accepts_every_name_of_the_component(key: str, component_names: tuple[str, ...]) -> None:
+    assert field_choices(key) == tuple(component_names)
+    for name in component_names:  # `vocall` was refused by `run.ap_variant` while `metrics` computed it
+        section, field = key.split(".")
+        assert getattr(getattr(load_config(None, [f"{key}={name}"]), section), field) == name
+
+
+def test_config_only_option_sets_fit_their_components() -> None:
+    assert set(field_choices("loss.reduction")) <= set(REDUCTIONS)
+    assert set(field_choices("loss.contrastive")) - {"none"} == set(PROJECTIONS)
+
+
+def test_every_literal_field_is_checked() -> None:
+    """Each field typed with a Literal (or an optional one) rejects other values and names the choices."""
+    keys = set()
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(getattr(Config(), section.name)):
+            key = f"{section.name}.{f.name}"
+            try:
+                choices = field_choices(key)
+            except ConfigError:
+                continue
+            keys.add(key)
+            with pytest.raises(ConfigError, match=re.escape(f"`{key}` must be one of {', '.join(choices)}")):
+                load_config(None, [f"{key}=no-such-choice"])
+    assert keys == {
+        "data.augment",
+        "model.head",
+        "loss.reduction",
+        "loss.contrastive",
+        "optim.name",
+        "optim.schedule",
+        "train.method",
+        "train.amp",
+        "train.head_init",
+        "run.ap_variant",
+    }
+
+
+def test_literal_coercion() -> None:
+    cfg = load_config(None, ["train.amp=off", "data.augment=null", "train.head_init=probe", "run.ap_variant=vocall"])
+    got = (cfg.train.amp, cfg.data.augment, cfg.train.head_init, cfg.run.ap_variant)
+    assert got == ("off", None, "probe", "vocall")  # YAML 1.1 reads an unquoted `off` as false
+    with pytest.raises(ConfigError, match=r"`data.augment` must be one of .* \(or null\), got 'warp'"):
+        load_config(None, ["data.augment=warp"])
+    with pytest.raises(ConfigError, match="`model.head` must be one of linear, mulcon, got 3"):
+        load_config(None, ["model.head=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.batch_size=0", "`train.batch_size` must be >= 1, got 0"),
+        ("train.epochs=0", "`train.epochs` must be >= 1, got 0"),
+        ("data.num_workers=-1", "`data.num_workers` must be >= 0, got -1"),
+        ("data.image_size=0", "`data.image_size` must be >= 1, got 0"),
+        ("data.val_fraction=1", "`data.val_fraction` must be in (0, 1), got 1.0"),
+        ("data.views=0", "`data.views` must be >= 1, got 0"),
+        ("data.std=[0.2, 0, 0.2]", "`data.std[1]` must be > 0, got 0.0"),
+        ("run.threshold=1.5", "`run.threshold` must be in [0, 1], got 1.5"),
+        ("run.threshold=.nan", "`run.threshold` must be a finite number in [0, 1], got nan"),
+        ("optim.lr=-1e-3", "`optim.lr` must be >= 0, got -0.001"),
+        ("optim.lr=.inf", "`optim.lr` must be a finite number >= 0, got inf"),
+        ("mulcon.stage2_batch_size=0", "`mulcon.stage2_batch_size` must be >= 1, got 0"),
+    ],
+)
+def test_value_ranges(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert fragment in str(e.value)
+
+
+def test_value_ranges_allow_null_and_bounds() -> None:
+    cfg = load_config(None, ["data.image_size=null", "run.threshold=0", "run.threshold=1", "optim.backbone_lr=0"])
+    assert cfg.data.image_size is None and cfg.run.threshold == 1.0
+    check_values(cfg)
+    cfg.train.batch_size = 0  # set in code: check_values sees it
+    with pytest.raises(ConfigError, match="`train.batch_size` must be >= 1, got 0"):
+        check_values(cfg)

@@ -103,3 +103,41 @@ def test_default_learning_rates_follow_the_backbone_origin() -> None:
         2e-4,
     )
     assert resolved_learning_rates(load_config(None, ["model.pretrained=true", "optim.lr=1e-3"])) == (1e-3, 2e-5)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "kwargs", "fragment"),
+    [
+        ("onecycle", {"pct_start": 1.0}, "`pct_start` must lie in (0, 1), got 1.0"),
+        ("onecycle", {"pct_start": 0.0}, "`pct_start`"),
+        ("cosine", {"warmup_steps": -1}, "`warmup_steps` must be >= 0, got -1"),
+        ("cosine", {"min_ratio": 1.5}, "`min_ratio` must lie in [0, 1], got 1.5"),
+        ("step", {"gamma": 0.0}, "`gamma` must be a finite number > 0, got 0.0"),
+        ("step", {"step_size_epochs": 0}, "`step_size_epochs` must be >= 1, got 0"),
+        ("linear", {}, "`schedule` must be one of onecycle, cosine, step, constant, got 'linear'"),
+    ],
+)
+def test_schedule_rejects_bad_arguments_when_built(schedule: str, kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError) as e:
+        lr_multiplier(schedule, total_steps=100, steps_per_epoch=10, **kwargs)  # type: ignore[arg-type]
+    assert fragment in str(e.value)
+
+
+def test_schedule_checks_only_the_arguments_it_uses() -> None:
+    assert lr_multiplier("constant", total_steps=10, steps_per_epoch=1, pct_start=5.0, gamma=-1.0)(3) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "fragment"),
+    [
+        ("rmsprop", {}, "`name` must be one of adam, adamw, sgd, got 'rmsprop'"),
+        ("sgd", {"momentum": 1.0}, "`momentum` must lie in [0, 1), got 1.0"),
+        ("adamw", {"betas": (0.9,)}, "`betas` must be two numbers in [0, 1), got [0.9]"),
+        ("adam", {"betas": (0.9, 1.0)}, "`betas`"),
+    ],
+)
+def test_optimizer_rejects_bad_arguments(name: str, kwargs: dict, fragment: str) -> None:
+    groups = [{"params": [nn.Parameter(torch.zeros(1))]}]
+    with pytest.raises(ValueError) as e:
+        build_optimizer(groups, name, **kwargs)  # type: ignore[arg-type]
+    assert fragment in str(e.value)

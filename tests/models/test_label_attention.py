@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -12,7 +13,12 @@ from torch import nn
 
 from mlcl.errors import ConfigError
 from mlcl.models.backbone import feature_map_to_tokens
-from mlcl.models.label_attention import LabelAttention, LabelAttentionHead, attention_maps
+from mlcl.models.label_attention import (
+    LabelAttention,
+    LabelAttentionHead,
+    attention_maps,
+    check_label_attention_args,
+)
 from mlcl.models.mulcon_weights import official_attn_layout
 from tests.helpers.label_attention import randomise, small_head
 
@@ -139,3 +145,35 @@ def test_config_errors() -> None:
         head(torch.randn(2, 16, 3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="hw"):
         attention_maps(torch.rand(1, 4, 5, 12), (3, 5))
+
+        head(torch.randn(2, 16, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="hw"):
+        attention_maps(torch.rand(1, 4, 5, 12), (3, 5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"dim": 10, "heads": 4}, "`dim`=10 must be a positive multiple of `heads`=4"),
+        ({"heads": 0}, "`heads` must be >= 1, got 0"),
+        ({"num_sab": 3}, "`num_sab` must be 0, 1 or 2"),
+        ({"proj_hidden": 0}, "`proj_hidden` must be >= 1, got 0"),
+        ({"proj_dim": -1}, "`proj_dim` must be >= 1, got -1"),
+    ],
+)
+def test_head_sizes_checked_before_the_backbone(monkeypatch: pytest.MonkeyPatch, kwargs: dict, fragment: str) -> None:
+    """The head and `create_model` share one check, and it runs before any backbone is built."""
+    from mlcl.models import factory
+
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        check_label_attention_args(**kwargs)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        LabelAttentionHead(8, 3, **{"dim": 8, "heads": 2, **kwargs})
+
+    def no_backbone(*args: object, **kw: object) -> None:
+        raise AssertionError("the backbone was built before the head's arguments were checked")
+
+    monkeypatch.setattr(factory, "TimmBackbone", no_backbone)
+    head_kwargs = {f"head_{k}" if k in ("dim", "heads", "num_sab") else k: v for k, v in kwargs.items()}
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        factory.create_model("resnet10t", 3, head="mulcon", **head_kwargs)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
-__all__ = ["AUGMENT_PRESETS", "CutoutPIL", "build_transform"]
+__all__ = ["AUGMENT_PRESETS", "AugmentPreset", "CutoutPIL", "build_transform"]
 
-AUGMENT_PRESETS = ("none", "light", "flip", "default", "strong", "asl")
+AugmentPreset = Literal["none", "light", "flip", "default", "strong", "asl"]
+AUGMENT_PRESETS: tuple[str, ...] = get_args(AugmentPreset)
+"""Names accepted by ``augment=`` (see :func:`build_transform`)."""
 
 
 class CutoutPIL:
@@ -40,7 +43,7 @@ class CutoutPIL:
 
 
 def build_transform(
-    image_size: int, *, train: bool, augment: str = "default", mean: Sequence[float], std: Sequence[float]
+    image_size: int, *, train: bool, augment: AugmentPreset = "default", mean: Sequence[float], std: Sequence[float]
 ) -> T.Compose:
     """Transform a PIL RGB image into a normalised ``(3, S, S)`` tensor.
 

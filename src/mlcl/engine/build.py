@@ -12,11 +12,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mlcl.data.dataset import ImageDataset, collate_views
@@ -25,16 +29,19 @@ from mlcl.data.split import RunData, prepare_run_data
 from mlcl.data.transforms import build_transform
 from mlcl.distributed import get_rank, get_world_size
 from mlcl.engine.amp import AmpSettings, amp_settings
-from mlcl.engine.config import Config
+from mlcl.engine.config import Config, HeadInit
 from mlcl.engine.objective import Objective
-from mlcl.engine.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
+from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_args, lr_multiplier, param_groups
 from mlcl.errors import CheckpointError, ConfigError
-from mlcl.models.classifier import MultiLabelClassifier
+from mlcl.models.classifier import MultiLabelClassifier, Projection, check_classifier_args
 from mlcl.models.factory import create_model
 
 __all__ = [
     "Training",
     "build_training",
+    "check_model_config",
+    "check_optimizer_config",
+    "multiplier_from_config",
     "objective_from_config",
     "mulcon_stage_configs",
     "model_from_config",
@@ -44,6 +51,26 @@ __all__ = [
     "projection_from_config",
     "scheduler_from_config",
 ]
+
+
+@contextmanager
+def _naming_keys(what: str, args: Mapping[str, tuple[str, Any]]) -> Iterator[None]:
+    """Turn a component's ``ValueError``/``TypeError`` into a :class:`ConfigError` naming the config key at fault.
+
+    ``args`` maps each argument name of the component to ``(config key, value)``. The argument the message names
+    first (as ```name``` or as a bare word) gives the key; a message that names none lists every key and value.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        for pattern in (r"`{}`", r"(?<![\w.`]){}(?![\w`])"):
+            hits = [(m.start(), arg) for arg in args if (m := re.search(pattern.format(re.escape(arg)), msg))]
+            if hits:
+                key, value = args[min(hits)[1]]
+                raise ConfigError(f"`{key}`={value!r} ({what}): {msg}") from None
+        given = ", ".join(f"`{key}`={value!r}" for key, value in args.values())
+        raise ConfigError(f"{what} with {given}: {msg}") from None
 
 
 def parse_loss_name(name: str) -> tuple[str, bool]:
@@ -58,7 +85,7 @@ def parse_loss_name(name: str) -> tuple[str, bool]:
     return parts[0], use_clml
 
 
-def projection_from_config(cfg: Config) -> str | None:
+def projection_from_config(cfg: Config) -> Projection | None:
     """Which projection the model computes: ``label``, ``image`` or ``None``."""
     mode = cfg.loss.contrastive
     if mode == "none":
@@ -78,7 +105,7 @@ def default_recipe(cfg: Config) -> bool:
     return is_pretrained(cfg) and cfg.optim.lr is None and cfg.model.head == "linear" and t.method == "standard"
 
 
-def _head_init(cfg: Config) -> str:
+def _head_init(cfg: Config) -> HeadInit:
     """``train.head_init``, or when null the default recipe's choice (``probe`` under it, else ``random``)."""
     if cfg.train.head_init is not None:
         return cfg.train.head_init
@@ -112,6 +139,36 @@ def probe_c_from_config(cfg: Config) -> float | None:
     return float(t.probe_c)
 
 
+def _head_args(cfg: Config) -> dict[str, tuple[str, Any]]:
+    """The arguments of :func:`~mlcl.models.classifier.check_classifier_args`: name -> (config key, value)."""
+    m = cfg.model
+    return {
+        "head": ("model.head", m.head),
+        "drop_rate": ("model.drop_rate", m.drop_rate),
+        "projection": ("loss.contrastive", projection_from_config(cfg)),
+        "dim": ("model.head_dim", m.head_dim),
+        "heads": ("model.head_heads", m.head_heads),
+        "num_sab": ("model.head_num_sab", m.head_num_sab),
+        "proj_hidden": ("model.proj_hidden", m.proj_hidden),
+        "proj_dim": ("model.proj_dim", m.proj_dim),
+    }
+
+
+def check_model_config(cfg: Config) -> None:
+    """Check the head's arguments with the model's own check, without building the backbone.
+
+    Raises:
+        ConfigError: Naming the ``model.*`` (or ``loss.contrastive``) key at fault and its value.
+    """
+    m = cfg.model
+    head_kwargs = {"dim": m.head_dim, "heads": m.head_heads, "num_sab": m.head_num_sab}
+    head_kwargs.update(proj_hidden=m.proj_hidden, proj_dim=m.proj_dim)
+    with _naming_keys(f"head {m.head!r}", _head_args(cfg)):
+        check_classifier_args(
+            m.head, drop_rate=m.drop_rate, projection=projection_from_config(cfg), head_kwargs=head_kwargs
+        )
+
+
 def model_from_config(cfg: Config, num_classes: int, *, from_checkpoint: bool = False) -> MultiLabelClassifier:
     """Build the model described by ``cfg.model`` (and the projection ``cfg.loss`` needs).
 
@@ -121,6 +178,7 @@ def model_from_config(cfg: Config, num_classes: int, *, from_checkpoint: bool = 
         from_checkpoint: The weights will come from a checkpoint: do not load pretrained backbone weights.
     """
     m = cfg.model
+    check_model_config(cfg)
     return create_model(
         m.backbone,
         num_classes,
@@ -148,24 +206,57 @@ def normalisation_from_config(cfg: Config, model: MultiLabelClassifier) -> tuple
 
 
 def objective_from_config(cfg: Config) -> Objective:
-    """Build the objective described by ``cfg.loss``."""
-    from mlcl.losses import CLML, ImageSupConLoss, LabelSupConLoss, build_loss
+    """Build the objective described by ``cfg.loss``; a component's argument error names its config key."""
+    from mlcl.losses import CLML, LOSSES, ImageSupConLoss, LabelSupConLoss, build_loss
 
     c = cfg.loss
     base_name, use_clml = parse_loss_name(c.name)
-    try:
+    if base_name.lower() not in LOSSES:
+        raise ConfigError(
+            f"`loss.name`={c.name!r}: unknown loss {base_name!r}; valid names: {', '.join(sorted(LOSSES))}"
+        )
+    base_args = {"reduction": ("loss.reduction", c.reduction)}
+    base_args.update({str(k): (f"loss.options.{k}", v) for k, v in c.options.items()})
+    with _naming_keys(f"loss {base_name!r}", base_args):
         base = build_loss(base_name, reduction=c.reduction, **c.options)
-    except TypeError as e:
-        raise ConfigError(f"`loss.options` {c.options} do not fit loss {base_name!r}: {e}") from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    clml = CLML(tau=c.clml_tau, lam=c.clml_weight, start_epoch=c.clml_start_epoch) if use_clml else None
+    clml = None
+    if use_clml:
+        clml_args = {
+            "tau": ("loss.clml_tau", c.clml_tau),
+            "lam": ("loss.clml_weight", c.clml_weight),
+            "start_epoch": ("loss.clml_start_epoch", c.clml_start_epoch),
+        }
+        with _naming_keys("CLML", clml_args):
+            clml = CLML(tau=c.clml_tau, lam=c.clml_weight, start_epoch=c.clml_start_epoch)
     contrastive: nn.Module | None = None
-    if c.contrastive == "label":
-        contrastive = LabelSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau, denominator_size=c.denominator_size)
-    elif c.contrastive == "image":
-        contrastive = ImageSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau)
-    return Objective(base, clml=clml, contrastive=contrastive, contrastive_weight=c.contrastive_weight)
+    con_args = {
+        "tau": ("loss.con_tau", c.con_tau),
+        "base_tau": ("loss.con_base_tau", c.con_base_tau),
+        "denominator_size": ("loss.denominator_size", c.denominator_size),
+    }
+    with _naming_keys(f"contrastive {c.contrastive!r}", con_args):
+        if c.contrastive == "label":
+            contrastive = LabelSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau, denominator_size=c.denominator_size)
+        elif c.contrastive == "image":
+            contrastive = ImageSupConLoss(tau=c.con_tau, base_tau=c.con_base_tau)
+    with _naming_keys("objective", {"contrastive_weight": ("loss.contrastive_weight", c.contrastive_weight)}):
+        return Objective(base, clml=clml, contrastive=contrastive, contrastive_weight=c.contrastive_weight)
+
+
+def check_optimizer_config(cfg: Config) -> None:
+    """Check the optimiser's name, momentum and betas with the optimiser's own check, without a model.
+
+    Raises:
+        ConfigError: Naming the ``optim.*`` key at fault and its value.
+    """
+    o = cfg.optim
+    args = {
+        "name": ("optim.name", o.name),
+        "momentum": ("optim.momentum", o.momentum),
+        "betas": ("optim.betas", o.betas),
+    }
+    with _naming_keys(f"optimizer {o.name!r}", args):
+        check_optimizer_args(o.name, momentum=o.momentum, betas=o.betas)
 
 
 def optimizer_from_config(cfg: Config, model: nn.Module, objective: Objective | None = None) -> torch.optim.Optimizer:
@@ -175,13 +266,14 @@ def optimizer_from_config(cfg: Config, model: nn.Module, objective: Objective | 
     :meth:`Objective.param_groups`, given the head's learning rate.
     """
     o = cfg.optim
+    check_optimizer_config(cfg)
     lr, backbone_lr = resolved_learning_rates(cfg)
     groups = param_groups(
         model, lr=lr, backbone_lr=backbone_lr, attention_lr=o.attention_lr, weight_decay=o.weight_decay
     )
     if objective is not None:
         groups += objective.param_groups(lr)
-    return build_optimizer(groups, o.name, momentum=o.momentum, betas=(o.betas[0], o.betas[1]))
+    return build_optimizer(groups, o.name, momentum=o.momentum, betas=o.betas)
 
 
 def is_pretrained(cfg: Config) -> bool:
@@ -217,19 +309,39 @@ def resolved_learning_rates(cfg: Config) -> tuple[float, float]:
     return lr, (lr / 50 if pretrained and not probe else lr)
 
 
-def scheduler_from_config(cfg: Config, optimizer, steps_per_epoch: int):
+def multiplier_from_config(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier of ``cfg.optim.schedule`` over ``cfg.train.epochs`` (no optimiser needed).
+
+    Raises:
+        ConfigError: For a schedule argument :func:`~mlcl.engine.optim.lr_multiplier` rejects, naming the
+            ``optim.*`` key and its value.
+    """
+    o = cfg.optim
+    args = {
+        "schedule": ("optim.schedule", o.schedule),
+        "warmup_steps": ("optim.warmup_epochs", o.warmup_epochs),
+        "pct_start": ("optim.pct_start", o.pct_start),
+        "step_size_epochs": ("optim.step_size", o.step_size),
+        "gamma": ("optim.gamma", o.gamma),
+        "min_ratio": ("optim.min_lr_ratio", o.min_lr_ratio),
+    }
+    with _naming_keys(f"schedule {o.schedule!r}", args):
+        return lr_multiplier(
+            o.schedule,
+            total_steps=cfg.train.epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            warmup_steps=round(o.warmup_epochs * steps_per_epoch),
+            pct_start=o.pct_start,
+            step_size_epochs=o.step_size,
+            gamma=o.gamma,
+            min_ratio=o.min_lr_ratio,
+        )
+
+
+def scheduler_from_config(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LambdaLR:
     """Per-iteration ``LambdaLR`` for ``cfg.optim.schedule`` over ``cfg.train.epochs``."""
     o = cfg.optim
-    mult = lr_multiplier(
-        o.schedule,
-        total_steps=cfg.train.epochs * steps_per_epoch,
-        steps_per_epoch=steps_per_epoch,
-        warmup_steps=round(o.warmup_epochs * steps_per_epoch),
-        pct_start=o.pct_start,
-        step_size_epochs=o.step_size,
-        gamma=o.gamma,
-        min_ratio=o.min_lr_ratio,
-    )
+    mult = multiplier_from_config(cfg, steps_per_epoch)
     return build_scheduler(optimizer, mult, freeze_backbone_steps=round(o.freeze_backbone_epochs * steps_per_epoch))
 
 

@@ -3,37 +3,75 @@
 This module is the only place that turns configuration into values; components take explicit arguments.
 A configuration is a :class:`Config` made of sections (``data``, ``model``, ``loss``, ``optim``, ``train``,
 ``mulcon``, ``run``). It loads from YAML (``--config FILE``), and any field is set with ``-o section.key=value``
-(the value is parsed as YAML, then checked against the field's type). Unknown sections or keys are errors.
+(the value is parsed as YAML, then checked against the field's type and range). Unknown sections or keys are
+errors.
+
+Every option set is a ``Literal`` alias defined next to the component that consumes it (:data:`~mlcl.models.
+classifier.Head`, :data:`~mlcl.engine.optim.Schedule`, :data:`~mlcl.engine.optim.OptimizerName`,
+:data:`~mlcl.data.transforms.AugmentPreset`, :data:`~mlcl.metrics.functional.APVariant`), or here for the
+configuration's own concepts (:data:`AmpMode`, :data:`Method`, :data:`HeadInit`, :data:`ContrastiveMode`,
+:data:`LossReduction`). The fields are typed with them, values are checked against them, and the CLI takes its
+``choices=`` from them (:func:`field_choices`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from mlcl.data.transforms import AugmentPreset
+from mlcl.engine.optim import OptimizerName, Schedule
 from mlcl.errors import ConfigError
+from mlcl.metrics.functional import APVariant
+from mlcl.models.classifier import Head
 
 __all__ = [
+    "AmpMode",
     "Config",
+    "ContrastiveMode",
     "DataConfig",
+    "HeadInit",
     "LossConfig",
+    "LossReduction",
+    "Method",
     "ModelConfig",
     "MulconConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_values",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
+    "field_choices",
+    "field_type",
     "load_config",
 ]
+
+AmpMode = Literal["auto", "off", "fp16", "bf16"]
+"""``train.amp``: mixed precision (see :class:`TrainConfig`)."""
+
+Method = Literal["standard", "mulcon"]
+"""``train.method``: one stage, or the two MulCon stages (see :class:`TrainConfig`)."""
+
+HeadInit = Literal["random", "probe"]
+"""``train.head_init``: how the linear classifier starts (see :class:`TrainConfig`)."""
+
+ContrastiveMode = Literal["none", "label", "image"]
+"""``loss.contrastive``: no contrastive term, or the projection it uses (:data:`~mlcl.models.classifier.
+Projection`)."""
+
+LossReduction = Literal["mean", "sum"]
+"""``loss.reduction``: the reductions of :data:`mlcl.losses._reduce.Reduction` that give a scalar to train on."""
 
 
 @dataclass
@@ -73,7 +111,7 @@ class DataConfig:
     missing: str = "none"
     missing_seed: int | None = None
     views: int = 1
-    augment: str | None = None
+    augment: AugmentPreset | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     num_workers: int = 2
@@ -100,7 +138,7 @@ class ModelConfig:
     backbone: str = "resnet10t"
     pretrained: bool = False
     weights: str | None = None
-    head: str = "linear"
+    head: Head = "linear"
     drop_rate: float = 0.0
     head_dim: int = 1024
     head_heads: int = 4
@@ -130,12 +168,12 @@ class LossConfig:
     """
 
     name: str = "bce"
-    reduction: str = "mean"
+    reduction: LossReduction = "mean"
     options: dict[str, Any] = field(default_factory=dict)
     clml_weight: float = 1.0
     clml_tau: float = 0.75
     clml_start_epoch: int = 1
-    contrastive: str = "none"
+    contrastive: ContrastiveMode = "none"
     contrastive_weight: float = 0.5
     con_tau: float = 0.2
     con_base_tau: float = 0.2
@@ -168,14 +206,14 @@ class OptimConfig:
             learns first ("LP-FT"); 0 by default.
     """
 
-    name: str = "adamw"
+    name: OptimizerName = "adamw"
     lr: float | None = None
     backbone_lr: float | None = None
     attention_lr: float | None = None
     weight_decay: float = 1e-4
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "onecycle"
+    schedule: Schedule = "onecycle"
     warmup_epochs: float = 1.0
     pct_start: float = 0.2
     step_size: int = 20
@@ -217,11 +255,11 @@ class TrainConfig:
             ``None``: on under the default fine-tuning recipe (as ``head_init``), else off.
     """
 
-    method: str = "standard"
+    method: Method = "standard"
     epochs: int = 5
     batch_size: int = 32
     seed: int = 0
-    amp: str = "auto"
+    amp: AmpMode = "auto"
     ema: bool = True
     ema_decay: float = 0.999
     device: str = "auto"
@@ -229,7 +267,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     stop_after: int | None = None
     eval_every: int = 1
-    head_init: str | None = None
+    head_init: HeadInit | None = None
     probe_c: float = 0.01
     freeze_bn: bool | None = None
 
@@ -272,14 +310,15 @@ class RunConfig:
     Attributes:
         out: Run folder; ``None``: ``runs/<UTC timestamp>``.
         threshold: Decision threshold of CP/CR/CF1/OP/OR/OF1.
-        ap_variant: AP variant reported as ``mAP`` (``nonint``, ``voc11``, ``mlgcn``).
+        ap_variant: AP variant reported as ``mAP`` (``nonint``, ``voc11``, ``vocall``, ``mlgcn``; see
+            :data:`mlcl.metrics.AP_VARIANTS`).
         progress: Show a progress bar.
         tensorboard: Write TensorBoard events.
     """
 
     out: str | None = None
     threshold: float = 0.5
-    ap_variant: str = "nonint"
+    ap_variant: APVariant = "nonint"
     progress: bool = True
     tensorboard: bool = True
 
@@ -297,18 +336,94 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.augment": ("none", "light", "flip", "default", "strong", "asl"),
-    "model.head": ("linear", "mulcon"),
-    "loss.reduction": ("mean", "sum"),
-    "loss.contrastive": ("none", "label", "image"),
-    "optim.name": ("adam", "adamw", "sgd"),
-    "optim.schedule": ("onecycle", "cosine", "step", "constant"),
-    "train.method": ("standard", "mulcon"),
-    "train.head_init": ("random", "probe"),
-    "train.amp": ("auto", "off", "fp16", "bf16"),
-    "run.ap_variant": ("nonint", "voc11", "mlgcn"),
+# ------------------------------------------------------------------------------------------------ value ranges
+# Ranges of the scalars that no component checks when it is built. The arguments of components (loss options,
+# schedule, head sizes, optimiser) are checked by the components themselves: see `mlcl.engine.validate`.
+
+_Check = tuple[Callable[[Any], bool], str]
+
+
+def _at_least(low: float) -> _Check:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _above(low: float) -> _Check:
+    return (lambda v: v > low), f"> {low}"
+
+
+def _within(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> _Check:
+    def ok(v: Any) -> bool:
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    return ok, f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+
+RANGES: dict[str, _Check] = {
+    "data.image_size": _at_least(1),
+    "data.val_fraction": _within(0, 1, open_low=True, open_high=True),
+    "data.views": _at_least(1),
+    "data.std": _above(0),
+    "data.num_workers": _at_least(0),
+    "loss.contrastive_weight": _at_least(0),
+    "optim.lr": _at_least(0),
+    "optim.backbone_lr": _at_least(0),
+    "optim.attention_lr": _at_least(0),
+    "optim.weight_decay": _at_least(0),
+    "optim.clip_grad_norm": _above(0),
+    "optim.freeze_backbone_epochs": _at_least(0),
+    "train.epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.ema_decay": _within(0, 1),
+    "train.max_steps_per_epoch": _at_least(1),
+    "train.stop_after": _at_least(1),
+    "train.eval_every": _at_least(1),
+    "mulcon.stage1_epochs": _at_least(1),
+    "mulcon.stage1_lr": _at_least(0),
+    "mulcon.stage1_backbone_lr": _at_least(0),
+    "mulcon.stage1_warmup_epochs": _at_least(0),
+    "mulcon.stage2_epochs": _at_least(1),
+    "mulcon.stage2_lr": _at_least(0),
+    "mulcon.stage2_backbone_lr": _at_least(0),
+    "mulcon.stage2_step_size": _at_least(1),
+    "mulcon.stage2_batch_size": _at_least(1),
+    "run.threshold": _within(0, 1),
 }
+"""Allowed values of numeric fields (each item of a list field); ``null`` is always allowed where the type is.
+
+Learning rates may be 0: a rate of 0 keeps those parameters where they start (e.g. the probe-initialised head).
+"""
+
+
+def _check_range(key: str, value: Any) -> None:
+    if key not in RANGES or value is None:
+        return
+    ok, allowed = RANGES[key]
+    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        name = key if i is None else f"{key}[{i}]"
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"`{name}` must be a finite number {allowed}, got {v!r}")
+        if not ok(v):
+            raise ConfigError(f"`{name}` must be {allowed}, got {v!r}")
+
+
+def check_values(cfg: Config) -> None:
+    """Check every field of ``cfg`` against its type and range (:data:`RANGES`).
+
+    :func:`load_config` checks each value it sets; this checks a :class:`Config` built or changed in code.
+
+    Raises:
+        ConfigError: Naming the first key at fault and its value.
+    """
+    for section in dataclasses.fields(Config):
+        values = getattr(cfg, section.name)
+        for name, tp in _section_types(type(values)).items():
+            key = f"{section.name}.{name}"
+            value = getattr(values, name)
+            _coerce(value, tp, key)
+            _check_range(key, value)
+
+
+# ------------------------------------------------------------------------------------------------ coercion
 
 
 def _type_name(tp: Any) -> str:
@@ -335,6 +450,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"`{key}` must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if tp is Any:
         return value
+    if origin is Literal:
+        return _coerce_literal(value, get_args(tp), key)
     if origin is list:
         (item_tp,) = get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -368,27 +485,67 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"`{key}`: unsupported type {tp}")
 
 
+# YAML 1.1 reads `off`, `no`, `on`, `yes` unquoted as booleans (e.g. `-o train.amp=off`).
+_YAML_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
+def _coerce_literal(value: Any, allowed: tuple[Any, ...], key: str) -> Any:
+    if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+        words = [a for a in allowed if a in _YAML_BOOL_WORDS[value]]
+        if len(words) == 1:
+            return words[0]
+    for a in allowed:
+        if value == a and type(value) is type(a):
+            return a
+    raise ConfigError(f"`{key}` must be one of {', '.join(str(a) for a in allowed)}, got {value!r}")
+
+
 def _section_types(section_cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(section_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
 
 
-def _set(cfg: Config, key: str, value: Any) -> None:
+def field_type(key: str) -> Any:
+    """The annotation of the field ``section.key`` (e.g. ``field_type("optim.schedule")`` is ``Schedule``).
+
+    Raises:
+        ConfigError: For a malformed key, or an unknown section or key (the message lists the valid ones).
+    """
     parts = key.split(".")
     if len(parts) != 2:
         raise ConfigError(f"config key must be `section.key`, got {key!r}")
     section_name, name = parts
-    sections = {f.name: f for f in dataclasses.fields(Config)}
+    sections = typing.get_type_hints(Config)
     if section_name not in sections:
         raise ConfigError(f"unknown config section {section_name!r} in {key!r}; sections: {', '.join(sections)}")
-    section = getattr(cfg, section_name)
-    types_ = _section_types(type(section))
+    types_ = _section_types(sections[section_name])
     if name not in types_:
         raise ConfigError(f"unknown config key {key!r}; keys of `{section_name}`: {', '.join(types_)}")
-    coerced = _coerce(value, types_[name], key)
-    if key in CHOICES and coerced is not None and coerced not in CHOICES[key]:
-        raise ConfigError(f"`{key}` must be one of {', '.join(CHOICES[key])}, got {coerced!r}")
-    setattr(section, name, coerced)
+    return types_[name]
+
+
+def field_choices(key: str) -> tuple[str, ...]:
+    """The values allowed for the field ``section.key``: the arguments of its ``Literal`` type (``null`` aside).
+
+    The CLI's ``choices=`` come from here, so that a flag accepts exactly what the configuration accepts.
+
+    Raises:
+        ConfigError: For an unknown key or a field whose type is not a ``Literal`` (or an optional one).
+    """
+    tp = field_type(key)
+    if get_origin(tp) in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        tp = options[0] if len(options) == 1 else tp
+    if get_origin(tp) is not Literal:
+        raise ConfigError(f"`{key}` has no fixed set of values (its type is {_type_name(tp)})")
+    return tuple(str(a) for a in get_args(tp))
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    coerced = _coerce(value, field_type(key), key)
+    _check_range(key, coerced)
+    section_name, name = key.split(".")
+    setattr(getattr(cfg, section_name), name, coerced)
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:

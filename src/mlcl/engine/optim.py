@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_multiplier", "param_groups"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "OptimizerName",
+    "Schedule",
+    "build_optimizer",
+    "build_scheduler",
+    "check_optimizer_args",
+    "check_schedule_args",
+    "lr_multiplier",
+    "param_groups",
+]
 
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+OptimizerName = Literal["adam", "adamw", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+"""Names accepted by :func:`build_optimizer`."""
+
+Schedule = Literal["onecycle", "cosine", "step", "constant"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+"""Names accepted by :func:`lr_multiplier`."""
 
 
 def param_groups(
@@ -50,21 +68,74 @@ def param_groups(
     return groups
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_optimizer_args(name: str, *, momentum: float = 0.9, betas: Sequence[float] = (0.9, 0.999)) -> None:
+    """Raise ``ValueError`` for arguments :func:`build_optimizer` cannot use, naming the argument and its value.
+
+    ``name`` must be one of :data:`OPTIMIZERS`; ``sgd`` needs ``momentum`` in [0, 1), ``adam``/``adamw`` need two
+    ``betas`` in [0, 1). Arguments the chosen optimiser does not use are not checked.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"`name` must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    if name == "sgd" and not (_is_number(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"`momentum` must lie in [0, 1), got {momentum!r}")
+    if name in ("adam", "adamw") and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"`betas` must be two numbers in [0, 1), got {list(betas)!r}")
+
+
 def build_optimizer(
-    groups: list[dict], name: str, *, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999)
+    groups: list[dict], name: OptimizerName, *, momentum: float = 0.9, betas: Sequence[float] = (0.9, 0.999)
 ) -> torch.optim.Optimizer:
-    """``adam`` (weight decay as L2, as the official CLML code), ``adamw`` or ``sgd`` (with momentum)."""
-    if name == "adam":
-        return torch.optim.Adam(groups, betas=betas)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, betas=betas)
+    """``adam`` (weight decay as L2, as the official CLML code), ``adamw`` or ``sgd`` (with momentum).
+
+    Raises:
+        ValueError: See :func:`check_optimizer_args`.
+    """
+    check_optimizer_args(name, momentum=momentum, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=momentum)
-    raise ValueError(f"optimizer must be one of adam, adamw, sgd; got {name!r}")
+    b1, b2 = betas
+    if name == "adam":
+        return torch.optim.Adam(groups, betas=(b1, b2))
+    return torch.optim.AdamW(groups, betas=(b1, b2))
+
+
+def check_schedule_args(
+    schedule: str,
+    *,
+    warmup_steps: int = 0,
+    pct_start: float = 0.2,
+    step_size_epochs: int = 20,
+    gamma: float = 0.1,
+    min_ratio: float = 0.0,
+) -> None:
+    """Raise ``ValueError`` for arguments :func:`lr_multiplier` cannot use, naming the argument and its value.
+
+    ``schedule`` must be one of :data:`SCHEDULES`. Only the arguments the schedule uses are checked: ``onecycle``
+    needs ``pct_start`` in (0, 1); ``cosine`` needs ``warmup_steps`` >= 0 and ``min_ratio`` in [0, 1]; ``step``
+    needs ``step_size_epochs`` >= 1 and ``gamma`` > 0.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "onecycle" and not (_is_number(pct_start) and 0 < pct_start < 1):
+        raise ValueError(f"`pct_start` must lie in (0, 1), got {pct_start!r}")
+    if schedule == "cosine":
+        if not (_is_number(warmup_steps) and warmup_steps >= 0):
+            raise ValueError(f"`warmup_steps` must be >= 0, got {warmup_steps!r}")
+        if not (_is_number(min_ratio) and 0 <= min_ratio <= 1):
+            raise ValueError(f"`min_ratio` must lie in [0, 1], got {min_ratio!r}")
+    if schedule == "step":
+        if not (_is_number(step_size_epochs) and step_size_epochs >= 1):
+            raise ValueError(f"`step_size_epochs` must be >= 1, got {step_size_epochs!r}")
+        if not (_is_number(gamma) and gamma > 0):
+            raise ValueError(f"`gamma` must be a finite number > 0, got {gamma!r}")
 
 
 def lr_multiplier(
-    schedule: str,
+    schedule: Schedule,
     *,
     total_steps: int,
     steps_per_epoch: int,
@@ -86,7 +157,18 @@ def lr_multiplier(
 
     A plain function of ``t`` keeps the scheduler's saved state to one counter, so it resumes exactly and
     loads with ``weights_only=True`` on every torch version.
+
+    Raises:
+        ValueError: When built, for the arguments :func:`check_schedule_args` rejects.
     """
+    check_schedule_args(
+        schedule,
+        warmup_steps=warmup_steps,
+        pct_start=pct_start,
+        step_size_epochs=step_size_epochs,
+        gamma=gamma,
+        min_ratio=min_ratio,
+    )
     total_steps = max(int(total_steps), 1)
     if schedule == "onecycle":
         up = max(int(pct_start * total_steps) - 1, 1)
@@ -111,9 +193,7 @@ def lr_multiplier(
         return f
     if schedule == "step":
         return lambda t: gamma ** (t // max(steps_per_epoch * step_size_epochs, 1))
-    if schedule == "constant":
-        return lambda t: 1.0
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return lambda t: 1.0  # constant
 
 
 def end_cos(a: float, b: float, pct: float) -> float:

@@ -1,4 +1,10 @@
-"""``mlcl config validate``: check a configuration file and build its components without training."""
+"""``mlcl config validate``: check a configuration file and build its components without training.
+
+Each check is the component's own (one source): the objective is built (every loss checks its arguments when it
+is constructed), the learning-rate schedule is built (:func:`~mlcl.engine.optim.lr_multiplier`), the head's and
+the optimiser's arguments go through the checks their constructors call, and the scalars no component takes are
+checked against :data:`~mlcl.engine.config.RANGES`. Errors name the config key and its value.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,11 @@ from pathlib import Path
 import torch
 
 from mlcl.engine.build import (
+    check_model_config,
+    check_optimizer_config,
     model_from_config,
+    mulcon_stage_configs,
+    multiplier_from_config,
     objective_from_config,
     optimizer_from_config,
     parse_loss_name,
@@ -15,40 +25,68 @@ from mlcl.engine.build import (
     projection_from_config,
     scheduler_from_config,
 )
-from mlcl.engine.config import load_config
+from mlcl.engine.config import Config, check_values, load_config
+from mlcl.errors import ConfigError
 
-__all__ = ["validate_config_file"]
+__all__ = ["validate_config", "validate_config_file"]
+
+_STEPS_PER_EPOCH = 10  # a stand-in: the real count depends on the data, which is not opened
 
 
-def validate_config_file(path: str | Path, *, build: bool = True, num_classes: int = 80) -> str:
-    """Check a configuration file and build its components without data.
+def validate_config(cfg: Config, *, build: bool = True, num_classes: int = 80) -> None:
+    """Check ``cfg`` by building what can be built without data or network.
 
-    Loads ``path`` (keys, types, choices), then builds the model on the meta device, the loss and the
-    optimiser. Data paths are not opened (the data may live elsewhere). Returns a one-line summary.
+    Checks every value's type and range, the loss name, the projection and probe settings, then for each stage
+    (two for ``train.method=mulcon``) builds the objective and the learning-rate schedule and checks the head's
+    and the optimiser's arguments. With ``build``, the model is also built on the meta device (no weights are
+    loaded) with its optimiser and scheduler.
 
     Raises:
-        ConfigError: For a bad key, value, loss name or model setting.
+        ConfigError: Naming the key at fault and its value (and the stage for ``train.method=mulcon``).
     """
-    cfg = load_config(path)
+    check_values(cfg)
     parse_loss_name(cfg.loss.name)
     projection_from_config(cfg)
     probe_c_from_config(cfg)
-    if cfg.train.method == "mulcon":
-        from mlcl.engine.build import mulcon_stage_configs
+    stages = list(mulcon_stage_configs(cfg)) if cfg.train.method == "mulcon" else [cfg]
+    for i, stage in enumerate(stages, 1):
+        try:
+            _validate_stage(stage, build=build, num_classes=num_classes)
+        except ConfigError as e:
+            if len(stages) == 1:
+                raise
+            raise ConfigError(f"stage {i} of `train.method=mulcon`: {e}") from None
 
-        stages = list(mulcon_stage_configs(cfg))
-    else:
-        stages = [cfg]
+
+def _validate_stage(cfg: Config, *, build: bool, num_classes: int) -> None:
+    check_model_config(cfg)
+    objective_from_config(cfg)
+    check_optimizer_config(cfg)
+    multiplier_from_config(cfg, _STEPS_PER_EPOCH)
     if build:
-        for stage in stages:
-            stage.model.weights = None
-            stage.model.pretrained = False
-            with torch.device("meta"):
-                model = model_from_config(stage, num_classes)
-            objective_from_config(stage)
-            opt = optimizer_from_config(stage, model)
-            scheduler_from_config(stage, opt, steps_per_epoch=10)
+        cfg.model.weights = None
+        cfg.model.pretrained = False
+        with torch.device("meta"):
+            model = model_from_config(cfg, num_classes)
+        optimizer = optimizer_from_config(cfg, model)
+        scheduler_from_config(cfg, optimizer, steps_per_epoch=_STEPS_PER_EPOCH)
+
+
+def validate_config_file(path: str | Path, *, build: bool = True, num_classes: int = 80) -> str:
+    """Check a configuration file and build its components without data (see :func:`validate_config`).
+
+    Data paths are not opened (the data may live elsewhere). Returns a one-line summary.
+
+    Raises:
+        ConfigError: For a bad key, value, loss name or component argument; the message starts with the file.
+    """
+    cfg = load_config(path)  # its errors name the file
+    try:
+        validate_config(cfg, build=build, num_classes=num_classes)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    contrastive = f", contrastive {cfg.loss.contrastive}" if cfg.loss.contrastive != "none" else ""
     return (
         f"ok ({cfg.train.method}, backbone {cfg.model.backbone}, head {cfg.model.head}, loss {cfg.loss.name}"
-        f"{', contrastive ' + cfg.loss.contrastive if cfg.loss.contrastive != 'none' else ''}, data {cfg.data.train})"
+        f"{contrastive}, data {cfg.data.train})"
     )

@@ -25,7 +25,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 APVariant = Literal["nonint", "voc11", "vocall", "mlgcn"]
-AP_VARIANTS: tuple[str, ...] = ("nonint", "voc11", "vocall", "mlgcn")
+AP_VARIANTS: tuple[str, ...] = get_args(APVariant)
 """Names accepted by ``variant=`` / ``ap_variant=``.
 
 * ``"nonint"``: non-interpolated AP at distinct score thresholds (= ``sklearn.metrics.average_precision_score``;

@@ -1,8 +1,16 @@
 """Models: timm backbones with a linear or label-level attention head."""
 
 from mlcl.models.backbone import TimmBackbone
-from mlcl.models.classifier import HEADS, ModelOutput, MultiLabelClassifier
+from mlcl.models.classifier import HEADS, Head, ModelOutput, MultiLabelClassifier
 from mlcl.models.factory import create_model
 from mlcl.models.label_attention import LabelAttentionHead
 
-__all__ = ["HEADS", "LabelAttentionHead", "ModelOutput", "MultiLabelClassifier", "TimmBackbone", "create_model"]
+__all__ = [
+    "HEADS",
+    "Head",
+    "LabelAttentionHead",
+    "ModelOutput",
+    "MultiLabelClassifier",
+    "TimmBackbone",
+    "create_model",
+]

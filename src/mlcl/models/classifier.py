@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlcl.models.backbone import TimmBackbone
-from mlcl.models.label_attention import LabelAttentionHead
+from mlcl.models.label_attention import LabelAttentionHead, check_label_attention_args
 
-__all__ = ["HEADS", "ModelOutput", "MultiLabelClassifier"]
+__all__ = ["HEADS", "PROJECTIONS", "Head", "ModelOutput", "MultiLabelClassifier", "Projection", "check_classifier_args"]
 
-HEADS = ("linear", "mulcon")
+Head = Literal["linear", "mulcon"]
+HEADS: tuple[str, ...] = get_args(Head)
+"""Names accepted by ``head=``: ``linear`` (global pool + linear) or ``mulcon`` (:class:`LabelAttentionHead`)."""
+
+Projection = Literal["label", "image"]
+PROJECTIONS: tuple[str, ...] = get_args(Projection)
+"""Names accepted by ``projection=`` (besides ``None``)."""
 
 
 class ModelOutput(NamedTuple):
@@ -33,6 +40,37 @@ class ModelOutput(NamedTuple):
     label_emb: Tensor | None = None
     attn: Tensor | None = None
     proj: Tensor | None = None
+
+
+def check_classifier_args(
+    head: str = "linear",
+    *,
+    drop_rate: float = 0.0,
+    projection: str | None = None,
+    head_kwargs: Mapping[str, Any] | None = None,
+) -> None:
+    """Check the arguments of :class:`MultiLabelClassifier` that do not depend on the backbone.
+
+    :class:`MultiLabelClassifier` calls it first; :func:`mlcl.models.create_model` calls it before it builds the
+    backbone. The mulcon head's sizes are checked by
+    :func:`~mlcl.models.label_attention.check_label_attention_args`.
+
+    Raises:
+        ValueError: Naming the argument and its value (a :class:`~mlcl.errors.ConfigError` for head sizes).
+    """
+    if head not in HEADS:
+        raise ValueError(f"`head` must be one of {', '.join(HEADS)}, got {head!r}")
+    if projection is not None and projection not in PROJECTIONS:
+        raise ValueError(f"`projection` must be None, 'label' or 'image', got {projection!r}")
+    if projection == "label" and head != "mulcon":
+        raise ValueError(f"`projection`='label' (label-level projections) needs head='mulcon', got head={head!r}")
+    if not (isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1):
+        raise ValueError(f"`drop_rate` must lie in [0, 1), got {drop_rate!r}")
+    hk = dict(head_kwargs or {})
+    if head == "mulcon":
+        check_label_attention_args(**hk)
+    elif projection == "image":
+        check_label_attention_args(proj_hidden=hk.get("proj_hidden", 1024), proj_dim=hk.get("proj_dim", 128))
 
 
 class MultiLabelClassifier(nn.Module):
@@ -56,18 +94,13 @@ class MultiLabelClassifier(nn.Module):
         backbone: TimmBackbone,
         num_classes: int,
         *,
-        head: str = "linear",
+        head: Head = "linear",
         drop_rate: float = 0.0,
-        projection: str | None = None,
+        projection: Projection | None = None,
         head_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"`head` must be one of {HEADS}, got {head!r}")
-        if projection not in (None, "label", "image"):
-            raise ValueError(f"`projection` must be None, 'label' or 'image', got {projection!r}")
-        if projection == "label" and head != "mulcon":
-            raise ValueError("label-level projections need head='mulcon'")
+        check_classifier_args(head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs)
         hk = dict(head_kwargs or {})
         self.backbone = backbone
         self.num_classes = num_classes
@@ -96,8 +129,8 @@ class MultiLabelClassifier(nn.Module):
             tokens, _ = self.backbone.tokens(feats)
             out = self.head(tokens)
             logits, label_emb, attn = out.logits, out.label_emb, out.attn
-        if self.projection == "label":
-            proj = self.head.project(label_emb)
-        elif self.projection == "image":
+            if self.projection == "label":
+                proj = self.head.project(out.label_emb)
+        if self.projection == "image":
             proj = F.normalize(self.image_proj(embedding), dim=-1)
         return ModelOutput(logits, embedding, label_emb, attn, proj)

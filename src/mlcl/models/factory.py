@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from mlcl.models.backbone import TimmBackbone
-from mlcl.models.classifier import MultiLabelClassifier
+from mlcl.models.classifier import Head, MultiLabelClassifier, Projection, check_classifier_args
 
-__all__ = ["create_model"]
+__all__ = ["Head", "create_model"]
 
 
 def create_model(
     backbone: str = "resnet10t",
     num_classes: int = 10,
     *,
-    head: str = "linear",
+    head: Head = "linear",
     pretrained: bool = False,
     weights: str | None = None,
     drop_rate: float = 0.0,
-    projection: str | None = None,
+    projection: Projection | None = None,
     head_dim: int = 1024,
     head_heads: int = 4,
     head_num_sab: int = 2,
@@ -50,8 +50,11 @@ def create_model(
         >>> model = mlcl.create_model("resnet10t", num_classes=5)
         >>> model(torch.zeros(2, 3, 64, 64)).logits.shape
         torch.Size([2, 5])
+
+    Raises:
+        ValueError: For a head argument :func:`~mlcl.models.classifier.check_classifier_args` rejects; checked
+            before the backbone is built (and its weights loaded).
     """
-    net = TimmBackbone(backbone, pretrained=pretrained, weights=weights)
     head_kwargs = {
         "dim": head_dim,
         "heads": head_heads,
@@ -59,6 +62,8 @@ def create_model(
         "proj_hidden": proj_hidden,
         "proj_dim": proj_dim,
     }
+    check_classifier_args(head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs)
+    net = TimmBackbone(backbone, pretrained=pretrained, weights=weights)
     return MultiLabelClassifier(
         net, num_classes, head=head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs
     )

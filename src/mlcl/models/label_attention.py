@@ -41,6 +41,7 @@ __all__ = [
     "LabelAttentionHead",
     "LabelAttentionOutput",
     "attention_maps",
+    "check_label_attention_args",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -51,6 +52,27 @@ def _check_divisible(dim: int, heads: int, name: str) -> None:
         raise ConfigError(f"`heads` must be >= 1, got {heads}")
     if dim < 1 or dim % heads != 0:
         raise ConfigError(f"`{name}`={dim} must be a positive multiple of `heads`={heads}")
+
+
+def check_label_attention_args(
+    *, dim: int = 1024, heads: int = 4, num_sab: int = 2, proj_hidden: int = 1024, proj_dim: int = 128
+) -> None:
+    """Check the sizes of a :class:`LabelAttentionHead` that do not depend on the backbone.
+
+    :class:`LabelAttentionHead` calls it first; :func:`mlcl.models.create_model` calls it before it builds the
+    backbone, so that a bad size fails before any weights are loaded.
+
+    Raises:
+        ConfigError: Naming the argument and its value: ``heads`` < 1, ``dim`` not a positive multiple of
+            ``heads``, ``num_sab`` not 0, 1 or 2, ``proj_hidden`` or ``proj_dim`` < 1.
+    """
+    if num_sab not in (0, 1, 2):
+        raise ConfigError(f"`num_sab` must be 0, 1 or 2 (the official head has 2), got {num_sab}")
+    _check_divisible(dim, heads, "dim")
+    if proj_hidden < 1:
+        raise ConfigError(f"`proj_hidden` must be >= 1, got {proj_hidden}")
+    if proj_dim < 1:
+        raise ConfigError(f"`proj_dim` must be >= 1, got {proj_dim}")
 
 
 class MAB(nn.Module):
@@ -254,10 +276,9 @@ class LabelAttentionHead(nn.Module):
         ln_eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        check_label_attention_args(dim=dim, heads=heads, num_sab=num_sab, proj_hidden=proj_hidden, proj_dim=proj_dim)
         if in_dim < 1:
             raise ConfigError(f"`in_dim` must be >= 1, got {in_dim}")
-        if proj_hidden < 1 or proj_dim < 1:
-            raise ConfigError(f"`proj_hidden` and `proj_dim` must be >= 1, got {proj_hidden} and {proj_dim}")
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.dim = dim
