@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from mlcl.losses._reduce import REDUCTIONS
+from mlcl.losses._common import REDUCTIONS
 
 from mlcl.data.transforms import AUGMENT_PRESETS
 from mlcl.engine.config import (

@@ -71,7 +71,7 @@ ContrastiveMode = Literal["none", "label", "image"]
 Projection`)."""
 
 LossReduction = Literal["mean", "sum"]
-"""``loss.reduction``: the reductions of :data:`mlcl.losses._reduce.Reduction` that give a scalar to train on."""
+"""``loss.reduction``: the reductions of :data:`mlcl.losses.Reduction` that give a scalar to train on."""
 
 
 @dataclass
