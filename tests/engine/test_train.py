@@ -221,3 +221,28 @@ def test_freeze_bn_keeps_running_statistics(tmp_path: Path, freeze: bool) -> Non
     # the affine weights still train either way
     weights = [k.replace("running_mean", "weight") for k in means]
     assert any(not torch.equal(state[k], torch.ones_like(state[k])) for k in weights)
+
+
+def test_checkpoint_keys_are_the_documented_ones_and_old_checkpoints_still_load(tmp_path: Path) -> None:
+    """`last.pt`/`best.pt` hold exactly `state.CHECKPOINT_KEYS`; a checkpoint of mlcl 0.1.0 still predicts."""
+    from mlcl.engine.checkpoint import save_checkpoint
+    from mlcl.engine.state import CHECKPOINT_KEYS
+    from mlcl.errors import CheckpointError
+
+    csv = make_shapes_csv(tmp_path / "data", n=24)
+    fit(_cfg(tmp_path / "run", str(csv), ["train.epochs=1", "train.batch_size=8", "data.image_size=32"]))
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(tmp_path / "run" / name)
+        assert set(state) == {"format", "path", *CHECKPOINT_KEYS}, name
+    # The layout written before the engine's redesign: ROLE/LL-Cp state under `criterion`, `train_targets`.
+    old = {k: v for k, v in load_checkpoint(tmp_path / "run" / "best.pt").items() if k not in ("objective", "path")}
+    old.update(criterion=None, train_targets=torch.zeros(20, 4, dtype=torch.int8))
+    save_checkpoint(tmp_path / "old" / "best.pt", old)
+    images = [str(p) for p in sorted((tmp_path / "data" / "images").glob("*.png"))[:3]]
+    new_probs = Predictor.from_checkpoint(tmp_path / "run" / "best.pt").predict(images)
+    torch.testing.assert_close(Predictor.from_checkpoint(tmp_path / "old" / "best.pt").predict(images), new_probs)
+    # ... but resuming it says why not, in one line.
+    (tmp_path / "old" / "last.pt").write_bytes((tmp_path / "old" / "best.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="not be resumed|cannot be resumed|but not resumed"):
+        fit(_cfg(tmp_path / "old", str(csv), ["train.epochs=2", "train.batch_size=8", "data.image_size=32"]),
+            resume=tmp_path / "old")  # fmt: skip
