@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-from mlcl.losses._common import REDUCTIONS
 
 from mlcl.data.transforms import AUGMENT_PRESETS
 from mlcl.engine.config import (
@@ -19,6 +18,7 @@ from mlcl.engine.config import (
 )
 from mlcl.engine.optim import OPTIMIZERS, SCHEDULES
 from mlcl.errors import ConfigError
+from mlcl.losses._common import REDUCTIONS
 from mlcl.metrics import AP_VARIANTS
 from mlcl.models.classifier import HEADS, PROJECTIONS
 

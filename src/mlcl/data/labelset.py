@@ -52,8 +52,8 @@ class MultiLabelSet:
         """Number of classes ``C``."""
         return len(self.class_names)
 
-    def subset(self, indices: Sequence[int]) -> MultiLabelSet:
-        """A new set holding the rows ``indices`` (in that order)."""
+    def subset(self, indices: Sequence[int] | np.ndarray) -> MultiLabelSet:
+        """A new set holding the rows ``indices`` (in that order; a sequence or a 1-D integer array)."""
         idx = [int(i) for i in indices]
         items = (
             self.items[np.asarray(idx, dtype=np.int64)]

@@ -136,8 +136,10 @@ def apply_missing(targets: Tensor, protocol: str | MissingProtocol, seed: int) -
     u = torch.rand(y.shape, generator=gen, dtype=torch.float64)
     pos = y == POS
     if proto.name == "drop":
+        assert proto.value is not None, "a 'drop' protocol carries its probability"
         y[pos & (u < proto.value)] = UNK
     elif proto.name == "partial":
+        assert proto.value is not None, "a 'partial' protocol carries its probability"
         y[u >= proto.value] = UNK
     else:
         # Rank each row's positives by their uniform key: the k smallest keys form a uniform random k-subset.

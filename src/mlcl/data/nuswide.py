@@ -296,8 +296,9 @@ def read(
     if variant == "official":
         items, names, positives, where, source, meta = _read_official(root, split, img_dir, check_images)
     else:
+        csv_path: Path | None
         if csv_file is not None:
-            csv_path: Path | None = Path(csv_file)
+            csv_path = Path(csv_file)
             if not csv_path.is_absolute() and root.is_dir() and (root / csv_path).is_file():
                 csv_path = root / csv_path
         else:

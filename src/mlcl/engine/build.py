@@ -446,7 +446,7 @@ def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, wo
 
     Multi-view datasets are collated view-major by :func:`mlcl.data.dataset.collate_views`.
     """
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=train, seed=seed, drop_last=train
     )
     return DataLoader(
@@ -505,7 +505,9 @@ def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Trainin
         init_from_checkpoint(model, cfg.train.init_from)
     objective = objective_from_config(cfg).to(device)
     size, mean, std = int(cfg.data.image_size or 0), cfg.data.mean, cfg.data.std
-    train_tf = build_transform(size, train=True, augment=str(cfg.data.augment), mean=mean, std=std)
+    augment = cfg.data.augment
+    assert augment is not None, "resolve_data_defaults fills data.augment"
+    train_tf = build_transform(size, train=True, augment=augment, mean=mean, std=std)
     eval_tf = build_transform(size, train=False, mean=mean, std=std)
     train_set = ImageDataset(data.train, train_tf, views=cfg.data.views)
     if len(train_set) < cfg.train.batch_size:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ def inference_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def get_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a form that ``weights_only`` loading accepts."""
-    np_state = np.random.get_state()
+    # The legacy (default) form of the global MT19937 state: (name, keys, pos, has_gauss, cached_gaussian).
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

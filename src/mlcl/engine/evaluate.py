@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlcl.engine.amp import AmpSettings
-from mlcl.metrics import MetricAccumulator
+from mlcl.metrics import APVariant, MetricAccumulator
 
 __all__ = ["evaluate_model"]
 
@@ -22,7 +22,7 @@ def evaluate_model(
     class_names: list[str],
     *,
     threshold: float = 0.5,
-    ap_variant: str = "nonint",
+    ap_variant: APVariant = "nonint",
     amp: AmpSettings | tuple[bool, torch.dtype] = (False, torch.float32),
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader``; under torch.distributed every sample is counted exactly once.

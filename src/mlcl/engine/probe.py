@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -145,7 +146,7 @@ def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.dev
     Returns:
         A summary: ``n_images``, ``c`` and the probe's mean training BCE over observed entries.
     """
-    fc = model.fc
+    fc = cast(nn.Linear, model.fc)  # the linear head of a MultiLabelClassifier
     emb, tgt = extract_embeddings(model, loader, device, amp=amp or (False, torch.float32))
     if is_main_process():  # every rank holds the same gathered embeddings; one fit is enough
         weight, bias = fit_linear_probe(emb, tgt, c=c)

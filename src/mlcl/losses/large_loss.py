@@ -171,7 +171,7 @@ class LargeLossRejection(_LargeLoss):
     the official schedule ``R(t) = 1 - Delta_rel (t - 1)`` with 1-based epochs).
     """
 
-    scheme = "reject"
+    scheme: ClassVar[Scheme] = "reject"
 
 
 class LargeLossTemporaryCorrection(_LargeLoss):
@@ -181,7 +181,7 @@ class LargeLossTemporaryCorrection(_LargeLoss):
     ``k_t = ceil(N C delta_rel t)``.
     """
 
-    scheme = "correct"
+    scheme: ClassVar[Scheme] = "correct"
 
 
 class LargeLossPermanentCorrection(PerImageState, _LargeLoss):
@@ -203,7 +203,7 @@ class LargeLossPermanentCorrection(PerImageState, _LargeLoss):
     and records nothing.
     """
 
-    scheme = "correct"
+    scheme: ClassVar[Scheme] = "correct"
 
     def __init__(self, delta_rel: float = 0.002, reduction: Reduction = "mean") -> None:
         super().__init__(delta_rel, reduction)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 import torch
@@ -48,7 +49,9 @@ class TimmBackbone(nn.Module):
         if not timm.is_model(name.split(".")[0]):
             raise ConfigError(f"unknown timm backbone {name!r} (see `timm.list_models()`)")
         try:
-            self.model = timm.create_model(name, pretrained=pretrained, **kwargs)
+            # Any: timm's models share a duck-typed interface (num_features, forward_features, forward_head) that
+            # `create_model`'s declared return type, nn.Module, does not carry.
+            self.model = cast(Any, timm.create_model(name, pretrained=pretrained, **kwargs))
         except RuntimeError as e:
             src = weights if weights is not None else f"timm's pretrained weights for {name}"
             raise ConfigError(f"cannot load {src} into {name}: {str(e).splitlines()[0]}") from None
