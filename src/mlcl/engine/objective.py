@@ -21,7 +21,7 @@ class Objective(nn.Module):
 
     **The global batch, gathered once.** Under torch.distributed the objective all-gathers this rank's rows
     once per step: ``logits`` (and ``embedding`` for CLML, ``proj`` for the contrastive term) with
-    :func:`~mlcl.distributed.gather_with_grad`, ``targets`` and ``index`` with
+    :func:`~mlcl.distributed.gather_with_grad`, ``targets`` (and ``index`` for a stateful loss) with
     :func:`~mlcl.distributed.all_gather_nograd`. Every term then sees the whole batch (so normalisers such as
     the number of observed entries, batch-level selections such as LL's top-k, CLML's nuclear norms and the
     contrastive pairs are those of the concatenated batch), every rank holds the same loss, and DDP's gradient
@@ -120,7 +120,7 @@ class Objective(nn.Module):
         if is_distributed():  # the one gather of the step
             logits = gather_with_grad(logits)
             targets = all_gather_nograd(targets)
-            index = all_gather_nograd(index) if index is not None else None
+            index = all_gather_nograd(index) if index is not None and self.stateful else index
             embedding = gather_with_grad(embedding) if embedding is not None else None
             z = gather_with_grad(z) if z is not None else None
         if isinstance(self.base, PerImageState):
