@@ -99,8 +99,10 @@ class DataConfig:
             must not be mirrored), ``default`` otherwise.
         mean: Normalisation mean (RGB in [0, 1]); ``None``: the backbone's own (timm's pretrained config).
         std: Normalisation standard deviation; ``None``: the backbone's own.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (they decode and augment; results do not depend on their number).
         check_images: Check at load time that every image exists and can be opened.
+        allow_overlap: Allow training, validation and test sets to share images (an error otherwise, naming
+            the count and a few files); recorded in the run's ``config.yaml``.
     """
 
     train: str = "builtin"
@@ -116,6 +118,7 @@ class DataConfig:
     std: list[float] | None = None
     num_workers: int = 2
     check_images: bool = True
+    allow_overlap: bool = False
 
 
 @dataclass
@@ -249,6 +252,9 @@ class TrainConfig:
             under the default fine-tuning recipe (a pretrained backbone, the linear head, ``train.method=
             standard`` and ``optim.lr`` not set), else ``random``.
         probe_c: Inverse L2 strength of that probe (scikit-learn's ``C``, on standardised embeddings).
+        checkpoint_every: Also write a resumable ``last.pt`` in the middle of an epoch, every ``N`` optimiser
+            steps (``"500"``) or every ``N`` minutes (``"30m"``); ``None``: at the end of each epoch only. It
+            bounds what a hard kill (SIGKILL, power loss) loses; SIGTERM and SIGINT always write one.
         freeze_bn: Keep the backbone's BatchNorm layers in evaluation mode during training: they normalise
             with, and keep, their (pretrained) running statistics; their affine weights still train. Useful
             for small batches and small data, and with ``head_init=probe`` (the probe sees those statistics).
@@ -270,6 +276,7 @@ class TrainConfig:
     head_init: HeadInit | None = None
     probe_c: float = 0.01
     freeze_bn: bool | None = None
+    checkpoint_every: str | None = None
 
 
 @dataclass
@@ -308,7 +315,9 @@ class RunConfig:
     """Outputs.
 
     Attributes:
-        out: Run folder; ``None``: ``runs/<UTC timestamp>``.
+        out: Run folder; ``None``: ``runs/<UTC timestamp>-<random suffix>``, created atomically.
+        overwrite: Replace an existing run folder given by ``out`` (otherwise a run refuses to write into a folder
+            that already holds a run; continue one with ``--resume``).
         threshold: Decision threshold of CP/CR/CF1/OP/OR/OF1.
         ap_variant: AP variant reported as ``mAP`` (``nonint``, ``voc11``, ``vocall``, ``mlgcn``; see
             :data:`mlcl.metrics.AP_VARIANTS`).
@@ -317,6 +326,7 @@ class RunConfig:
     """
 
     out: str | None = None
+    overwrite: bool = False
     threshold: float = 0.5
     ap_variant: APVariant = "nonint"
     progress: bool = True
