@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from mlcl.errors import MlclError
+from mlcl.errors import ConfigError, MlclError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from mlcl.engine.config import Config, RunConfig
@@ -125,8 +125,14 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, help="DataLoader workers")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--init-from", help="initialise the model from a checkpoint's weights")
-    t.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from RUN_DIR/last.pt")
+    t.add_argument("--out", help="run folder (default runs/<time>-<random>); an existing run is refused")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped run from RUN_DIR/last.pt (mid-epoch after a preemption); only run-control "
+        "options (--device, --workers, --no-progress, -o train.stop_after/checkpoint_every) may be given with it",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint")
@@ -190,7 +196,27 @@ def _train_config(args: argparse.Namespace) -> Config:
         overrides.append("model.pretrained=true")
     if args.no_progress:
         overrides.append("run.progress=false")
+    if args.overwrite:
+        overrides.append("run.overwrite=true")
+    if args.resume is not None:
+        _check_resume_options(args, overrides)
     return load_config(args.config, overrides)
+
+
+def _check_resume_options(args: argparse.Namespace, overrides: list[str]) -> None:
+    """With ``--resume`` the run's own configuration is used: refuse options that would change the run."""
+    from mlcl.engine.trainer import RUN_CONTROL
+
+    changed = [f"--config {args.config}"] if args.config else []
+    changed += [item for item in overrides if item.split("=", 1)[0].strip() not in RUN_CONTROL]
+    if changed:
+        flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items()}
+        shown = [flags.get(item.split("=", 1)[0], "-o " + item.split("=", 1)[0]) for item in changed]
+        raise ConfigError(
+            f"--resume {args.resume} continues the run as it was configured; these options would change it: "
+            f"{', '.join(dict.fromkeys(shown))} (to train further, start a new run with --init-from "
+            f"{args.resume}/best.pt)"
+        )
 
 
 def _format_table(metrics: dict[str, Any]) -> str:
@@ -399,12 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         commands[args.command](args)
+    except TrainingInterrupted as e:  # a graceful stop: the state is saved, the line says how to continue
+        sys.stderr.write(f"mlcl: {e}\n")
+        return e.exit_status
     except MlclError as e:
         _fail(str(e))
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         _fail(f"{e.strerror}: {e.filename}")
     except KeyboardInterrupt:
-        _fail("interrupted (a training run continues with `mlcl train --resume RUN_DIR`)")
+        sys.stderr.write("mlcl: interrupted\n")
+        return 130
     return 0
 
 

@@ -243,6 +243,7 @@ def test_checkpoint_keys_are_the_documented_ones_and_old_checkpoints_still_load(
     torch.testing.assert_close(Predictor.from_checkpoint(tmp_path / "old" / "best.pt").predict(images), new_probs)
     # ... but resuming it says why not, in one line.
     (tmp_path / "old" / "last.pt").write_bytes((tmp_path / "old" / "best.pt").read_bytes())
+    (tmp_path / "old" / "config.yaml").write_text((tmp_path / "run" / "config.yaml").read_text())
     with pytest.raises(CheckpointError, match="not be resumed|cannot be resumed|but not resumed"):
         fit(_cfg(tmp_path / "old", str(csv), ["train.epochs=2", "train.batch_size=8", "data.image_size=32"]),
             resume=tmp_path / "old")  # fmt: skip

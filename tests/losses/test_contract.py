@@ -311,3 +311,52 @@ def test_option_sets_are_literal_aliases() -> None:
     assert get_args(L.Unknown) == ("ignore", "negative")
     assert get_args(L.Scheme) == ("reject", "correct")
     assert LF.Reduction is L.Reduction and LF.Unknown is L.Unknown and LF.Scheme is L.Scheme
+
+
+def _bf16_cases() -> list[tuple[str, Callable[[], torch.nn.Module], str]]:
+    cases: list[tuple[str, Callable[[], torch.nn.Module], str]] = [
+        (cli, (lambda cli=cli: L.build_loss(cli)), "elementwise") for cli in sorted(L.LOSSES)
+    ]
+    cases += [
+        ("clml", lambda: L.CLML(tau=0.6), "clml"),
+        ("label-supcon", lambda: L.LabelSupConLoss(), "label"),
+        ("image-supcon", lambda: L.ImageSupConLoss(), "image"),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "make", "kind"), _bf16_cases(), ids=[c[0] for c in _bf16_cases()])
+def test_every_loss_computes_in_float32_under_bf16_autocast(
+    name: str, make: Callable[[], torch.nn.Module], kind: str
+) -> None:
+    """Inside autocast a loss gets half-precision inputs; it must compute and return float32 (not bfloat16)."""
+    g = torch.Generator().manual_seed(4)
+    n, c = 6, 5
+    logits = (3 * torch.randn(n, c, generator=g)).to(torch.bfloat16)
+    targets = torch.tensor([[1, 0, -1, 0, 1], [0, 1, 1, -1, 0], [1, 1, 0, 0, -1]] * 2)
+
+    def call(dtype: torch.dtype) -> torch.Tensor:
+        loss = make()
+        z = logits.to(dtype)
+        if kind == "clml":
+            feats = torch.randn(n, 7, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16).to(dtype)
+            loss.set_epoch(1)  # type: ignore[operator]
+            return loss(feats, z, targets)
+        if kind == "label":
+            emb = torch.nn.functional.normalize(
+                torch.randn(n, c, 4, generator=torch.Generator().manual_seed(2)), dim=-1
+            )
+            return loss(emb.to(torch.bfloat16).to(dtype), targets, z)
+        if kind == "image":
+            emb = torch.nn.functional.normalize(torch.randn(n, 4, generator=torch.Generator().manual_seed(2)), dim=-1)
+            return loss(emb.to(torch.bfloat16).to(dtype), targets)
+        if isinstance(loss, PerImageState):
+            loss.init_state(targets, seed=0)
+            return loss(z, targets, torch.arange(n))
+        return loss(z, targets)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = call(torch.bfloat16)
+    reference = call(torch.float32)  # the same (bfloat16-representable) inputs, in float32, no autocast
+    assert got.dtype == torch.float32, name
+    torch.testing.assert_close(got, reference, rtol=1e-6, atol=1e-7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ from torch.utils.data import Dataset, default_collate
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import DataError
 
-__all__ = ["ImageDataset", "collate_views", "load_image", "pil_to_tensor"]
+__all__ = ["ImageDataset", "collate_views", "load_image", "pil_to_tensor", "sample_seed"]
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
@@ -57,10 +59,18 @@ class ImageDataset(Dataset):
     The object holds only the label set and the transform, so it pickles for ``DataLoader`` workers as long as
     the transform does.
 
+    **Seeded augmentation.** With ``seed`` set, the random draws of the transform for image ``i`` in epoch ``e``
+    (:meth:`set_epoch`) come from torch's and Python's generators seeded with :func:`sample_seed` ``(seed, e,
+    i)``, inside a fork of their states (the caller's streams are left as they were). An image's augmentation
+    is then a function of ``(seed, epoch, index)`` alone: it does not depend on the number of DataLoader
+    workers, on which worker loads it, or on where in the epoch a resumed run starts.
+
     Args:
         labelset: The images and targets.
         transform: Maps an RGB ``PIL.Image`` to a ``(3, H, W)`` tensor; ``None`` uses :func:`pil_to_tensor`.
         views: Number of views per image (``>= 1``).
+        seed: Seed of the per-image augmentation streams; ``None``: the transform draws from the current
+            (worker's) generators.
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class ImageDataset(Dataset):
         transform: Callable[[Image.Image], Any] | None = None,
         *,
         views: int = 1,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(labelset, MultiLabelSet):
             raise TypeError(f"`labelset` must be a MultiLabelSet, got {type(labelset).__name__}")
@@ -77,7 +88,13 @@ class ImageDataset(Dataset):
         self.labelset = labelset
         self.transform = transform if transform is not None else pil_to_tensor
         self.views = views
+        self.seed = seed
+        self.epoch = 0
         self.targets = labelset.targets.to(torch.float32)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the seeded augmentation (call before the epoch's ``DataLoader`` iterator is made)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.labelset)
@@ -93,14 +110,37 @@ class ImageDataset(Dataset):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} images")
         i %= len(self)
         image = load_image(self.labelset.items[i], index=i)
-        if self.views == 1:
-            sample = self.transform(image)
+        if self.seed is None:
+            sample = self._views(image)
         else:
-            outs = [self.transform(image) for _ in range(self.views)]
-            if not all(isinstance(out, Tensor) for out in outs):
-                raise TypeError(f"with views={self.views} the transform must return tensors, got {type(outs[0])}")
-            sample = torch.stack(outs)
+            python_state = random.getstate()
+            with torch.random.fork_rng(devices=[]):
+                s = sample_seed(self.seed, self.epoch, i)
+                torch.manual_seed(s)
+                random.seed(s)
+                try:
+                    sample = self._views(image)
+                finally:
+                    random.setstate(python_state)
         return sample, self.targets[i].clone(), i
+
+    def _views(self, image: Image.Image) -> Any:
+        if self.views == 1:
+            return self.transform(image)
+        outs = [self.transform(image) for _ in range(self.views)]
+        if not all(isinstance(out, Tensor) for out in outs):
+            raise TypeError(f"with views={self.views} the transform must return tensors, got {type(outs[0])}")
+        return torch.stack(outs)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of image ``index``'s augmentation in ``epoch`` of a run seeded with ``seed`` (a 63-bit integer).
+
+    >>> sample_seed(0, 0, 1) != sample_seed(0, 1, 0)
+    True
+    """
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def collate_views(batch: list[tuple[Any, Tensor, int]]) -> tuple[Tensor, Tensor, Tensor]:

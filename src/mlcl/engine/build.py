@@ -21,9 +21,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from mlcl.data.dataset import ImageDataset, collate_views
+from mlcl.data.sampler import ResumableSampler
 from mlcl.data.sources import native_image_size
 from mlcl.data.split import RunData, prepare_run_data
 from mlcl.data.transforms import build_transform
@@ -344,6 +345,51 @@ def scheduler_from_config(cfg: Config, optimizer: torch.optim.Optimizer, steps_p
     return build_scheduler(optimizer, mult, freeze_backbone_steps=round(o.freeze_backbone_epochs * steps_per_epoch))
 
 
+#: The fields ``train.method=mulcon`` sets for its stages, and the ``mulcon.*`` key to use instead (if any).
+MULCON_SETS = {
+    "train.epochs": "mulcon.stage1_epochs / mulcon.stage2_epochs",
+    "train.batch_size": "mulcon.stage2_batch_size (stage 1 uses train.batch_size)",
+    "optim.name": None,
+    "optim.schedule": None,
+    "optim.lr": "mulcon.stage1_lr / mulcon.stage2_lr",
+    "optim.backbone_lr": "mulcon.stage1_backbone_lr / mulcon.stage2_backbone_lr",
+    "optim.attention_lr": "mulcon.stage1_lr / mulcon.stage2_backbone_lr",
+    "optim.warmup_epochs": "mulcon.stage1_warmup_epochs",
+    "optim.step_size": "mulcon.stage2_step_size",
+    "optim.gamma": None,
+    "optim.momentum": None,
+    "model.head": None,
+    "loss.contrastive": None,
+    "data.views": None,
+}
+
+
+def check_method_options(cfg: Config) -> None:
+    """Refuse options that ``train.method=mulcon`` would silently replace.
+
+    A key of :data:`MULCON_SETS` may keep its default or the value the stages give it (``model.head=mulcon``,
+    ``loss.contrastive=label``, ``data.views=2``); anything else would be ignored, so it is an error.
+
+    Raises:
+        ConfigError: Naming each such key, its value and the ``mulcon.*`` key to use instead.
+    """
+    if cfg.train.method != "mulcon":
+        return
+    default = Config()
+    bad = []
+    for key, instead in MULCON_SETS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        stage2 = {"model.head": "mulcon", "loss.contrastive": "label", "data.views": 2}.get(key)
+        if key == "train.batch_size" or value in (getattr(getattr(default, section), name), stage2):
+            continue
+        bad.append(f"`{key}`={value!r}" + (f" (use {instead})" if instead else ""))
+    if bad:
+        raise ConfigError(
+            "`train.method=mulcon` sets its stages' schedule itself; these options would be ignored: " + ", ".join(bad)
+        )
+
+
 def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
     """The two stages of ``train.method=mulcon`` (official schedule; see :class:`MulconConfig`).
 
@@ -352,6 +398,7 @@ def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
     ``stage2_lr`` for classifiers and projector and ``stage2_backbone_lr`` for the backbone and the attention
     block; initialised from stage 1's best (EMA) weights.
     """
+    check_method_options(cfg)
     mc = cfg.mulcon
     s1 = copy.deepcopy(cfg)
     s1.train.method = "standard"
@@ -442,11 +489,15 @@ class Training:
 
 
 def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, workers: int) -> DataLoader:
-    """This rank's loader over ``ds``: a ``DistributedSampler`` (shuffled and ``drop_last`` when training).
+    """This rank's loader over ``ds``, with a resumable sampler and a generator of its own.
+
+    The :class:`~mlcl.data.sampler.ResumableSampler` shuffles and drops the last partial batch when training;
+    the loader's own generator means that making an iterator draws nothing from torch's global stream (a run
+    resumed mid-epoch continues that stream exactly).
 
     Multi-view datasets are collated view-major by :func:`mlcl.data.dataset.collate_views`.
     """
-    sampler: DistributedSampler[int] = DistributedSampler(
+    sampler = ResumableSampler(
         ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=train, seed=seed, drop_last=train
     )
     return DataLoader(
@@ -458,6 +509,7 @@ def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, wo
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
         collate_fn=collate_views if ds.views > 1 else None,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -509,7 +561,7 @@ def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Trainin
     assert augment is not None, "resolve_data_defaults fills data.augment"
     train_tf = build_transform(size, train=True, augment=augment, mean=mean, std=std)
     eval_tf = build_transform(size, train=False, mean=mean, std=std)
-    train_set = ImageDataset(data.train, train_tf, views=cfg.data.views)
+    train_set = ImageDataset(data.train, train_tf, views=cfg.data.views, seed=cfg.train.seed)
     if len(train_set) < cfg.train.batch_size:
         raise ConfigError(
             f"`train.batch_size={cfg.train.batch_size}` is larger than the {len(train_set)} training images"

@@ -1,12 +1,15 @@
 """The training loop proper: one epoch, one step. Everything else is built before (:mod:`mlcl.engine.build`).
 
-A step is: forward under autocast, the objective in float32 on the global batch, then
-``scale -> backward -> unscale -> clip -> step -> update``, the schedule, and the EMA.
+A step is: forward under autocast, the objective in float32 on the global batch, a check that every loss term
+is finite (before anything is updated), then ``scale -> backward -> unscale -> clip -> (check the gradient)
+-> step -> update``, the schedule, and the EMA.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,8 +17,18 @@ from torch import Tensor, nn
 from mlcl.engine.build import Training
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.state import TrainState
+from mlcl.errors import DivergenceError
 
 __all__ = ["epoch_seed", "freeze_batchnorm", "train_one_epoch", "train_step"]
+
+#: A step whose loss exceeds this multiple of the run's first loss is warned about (once per run).
+GROWTH_WARNING = 1e3
+
+
+class _NonFinite(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -26,39 +39,74 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return seed * 100_003 + epoch * 1_009 + rank
 
 
-def train_one_epoch(t: Training, state: TrainState, epoch: int, run_log: RunLog, *, rank: int = 0) -> dict[str, float]:
-    """Train ``t`` for one epoch (``t.steps_per_epoch`` steps), updating ``state.step``.
+def train_one_epoch(
+    t: Training,
+    state: TrainState,
+    epoch: int,
+    run_log: RunLog,
+    *,
+    rank: int = 0,
+    after_step: Callable[[], bool] | None = None,
+) -> bool:
+    """Train ``t`` for (the rest of) one epoch, from ``state.position``; ``state`` is updated after every step.
+
+    Args:
+        t: The components.
+        state: Counters and the in-epoch position (``position.epoch_step`` steps already done: a resumed run).
+        epoch: The 0-based epoch.
+        run_log: Where steps are recorded.
+        rank: This process's rank (seeds the epoch).
+        after_step: Called after every step; returning ``True`` stops the epoch there (a preemption).
 
     Returns:
-        The mean of each loss term over the epoch's steps.
+        ``True`` when the epoch ran to its end, ``False`` when ``after_step`` stopped it.
+
+    Raises:
+        DivergenceError: A loss term or the gradient is not finite (the weights are not updated with it).
     """
-    cfg = t.cfg
-    torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
-    t.train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    cfg, pos = t.cfg, state.position
+    if pos.epoch_step == 0:  # a resumed run continues the streams restored from its checkpoint
+        torch.manual_seed(epoch_seed(cfg.train.seed, epoch, rank))
+    t.train_set.set_epoch(epoch)
+    t.train_loader.sampler.set_epoch(epoch, start=pos.epoch_step * t.per_rank_batch)  # type: ignore[attr-defined]
     t.objective.begin_epoch(epoch)
     t.net.train()
     if cfg.train.freeze_bn:
         freeze_batchnorm(t.model.backbone)
-    sums: dict[str, float] = {}
-    run_log.start_epoch(t.steps_per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}")
-    for i, (images, targets, index) in enumerate(t.train_loader):
-        if i >= t.steps_per_epoch:
+    run_log.start_epoch(t.steps_per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}", done=pos.epoch_step)
+    for images, targets, index in t.train_loader:
+        if pos.epoch_step >= t.steps_per_epoch:
             break
-        values = train_step(t, images, targets, index)
+        try:
+            values, skipped = train_step(t, images, targets, index)
+        except _NonFinite as e:
+            raise DivergenceError(
+                f"non-finite {e.what} at epoch {epoch + 1}, step {pos.epoch_step + 1} (global step "
+                f"{state.step + 1}); the weights were not updated with it, and last.pt keeps the last saved state. "
+                "Usual remedies: a lower learning rate (--lr), gradient clipping (-o optim.clip_grad_norm=1), "
+                "bf16 instead of fp16 (-o train.amp=bf16), or checking the data"
+            ) from None
         state.step += 1
+        pos.epoch_step += 1
+        pos.skipped += int(skipped)
         if t.ema is not None:
             t.ema.update(t.model, step=state.step)
-        if not math.isfinite(values["loss"]):
-            raise FloatingPointError(f"non-finite loss {values} at epoch {epoch + 1}, step {state.step}")
         for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
+            pos.sums[k] = pos.sums.get(k, 0.0) + v
+        _warn_on_growth(state, values["loss"])
         run_log.step(state.step, values)
+        if after_step is not None and after_step():
+            return False
     t.objective.end_epoch()
-    return {k: v / max(t.steps_per_epoch, 1) for k, v in sums.items()}
+    return True
 
 
-def train_step(t: Training, images: Tensor, targets: Tensor, index: Tensor) -> dict[str, float]:
-    """One optimiser step on a batch; returns each loss term's value."""
+def train_step(t: Training, images: Tensor, targets: Tensor, index: Tensor) -> tuple[dict[str, float], bool]:
+    """One optimiser step on a batch.
+
+    Returns:
+        Each loss term's value, and whether the gradient scaler skipped the update (float16 overflow).
+    """
     device = t.device
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
@@ -66,15 +114,46 @@ def train_step(t: Training, images: Tensor, targets: Tensor, index: Tensor) -> d
     with torch.autocast(device.type, dtype=t.amp.dtype, enabled=t.amp.enabled):
         out = t.net(images)
     terms = t.objective(out, targets, index)
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise _NonFinite("loss (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")")
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(terms["loss"]).backward()
+    params = [p for p in t.model.parameters() if p.grad is not None]
+    norm: Tensor | None = None
     if t.cfg.optim.clip_grad_norm is not None:
         t.scaler.unscale_(t.optimizer)
-        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.optim.clip_grad_norm)
-    t.scaler.step(t.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, t.cfg.optim.clip_grad_norm)
+    elif not t.scaler.is_enabled():
+        norm = _grad_norm(params)
+    if norm is not None and not t.scaler.is_enabled() and not math.isfinite(float(norm)):
+        raise _NonFinite(f"gradient (norm {float(norm)})")
+    scale = t.scaler.get_scale() if t.scaler.is_enabled() else 1.0
+    t.scaler.step(t.optimizer)  # under float16 a step with inf/nan gradients is skipped, and the scale lowered
     t.scaler.update()
+    skipped = t.scaler.is_enabled() and t.scaler.get_scale() < scale
     t.scheduler.step()
-    return {k: float(v.detach()) for k, v in terms.items()}
+    return values, skipped
+
+
+def _grad_norm(params: list[nn.Parameter]) -> Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+
+
+def _warn_on_growth(state: TrainState, loss: float) -> None:
+    if state.first_loss is None:
+        state.first_loss = loss
+    elif not state.growth_warned and state.first_loss > 0 and loss > GROWTH_WARNING * state.first_loss:
+        state.growth_warned = True
+        warnings.warn(
+            f"the training loss grew from {state.first_loss:.4g} to {loss:.4g} (x{loss / state.first_loss:.3g}) "
+            f"by step {state.step}: the learning rate may be too high",
+            stacklevel=2,
+        )
 
 
 def freeze_batchnorm(module: nn.Module) -> int:

@@ -46,12 +46,12 @@ class RunLog:
         if self.enabled:
             atomic_write_text(self.run_dir / name, json.dumps(content, indent=2))
 
-    def start_epoch(self, steps: int, desc: str) -> None:
-        """Open the epoch's progress bar."""
+    def start_epoch(self, steps: int, desc: str, *, done: int = 0) -> None:
+        """Open the epoch's progress bar (``done`` steps already taken: a run resumed mid-epoch)."""
         if self.show_progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True)
+            self._bar = tqdm(total=steps, initial=done, desc=desc, leave=False, dynamic_ncols=True)
 
     def step(self, step: int, values: dict[str, float]) -> None:
         """Record one optimiser step's loss terms (progress bar and TensorBoard ``train/<term>``)."""

@@ -10,7 +10,11 @@ A checkpoint written by :meth:`TrainState.checkpoint` is a dict with exactly :da
 * ``optimizer``, ``scheduler``, ``scaler`` (``None`` when disabled): their state dicts;
 * ``epoch``: completed epochs; ``step``: optimiser steps taken; ``best``: the best validation mAP so far;
   ``history``: the per-epoch records of ``log.jsonl``;
-* ``rng``: Python, NumPy and torch RNG states (:func:`mlcl.engine.checkpoint.get_rng_state`);
+* ``position``: where in the current epoch the state was taken (``epoch_step`` steps done, the running sums
+  of the loss terms, the float16 steps skipped); all zero at an epoch boundary. A run resumed from a
+  checkpoint taken mid-epoch (a preemption, ``train.checkpoint_every``) continues at that step;
+* ``rng``: Python, NumPy and torch RNG states (:func:`mlcl.engine.checkpoint.get_rng_state`), one per
+  process under torch.distributed (a list, in rank order);
 * ``objective``: the objective's state dict (per-image state of a stateful loss: ROLE's label estimates,
   LL-Cp's corrected label table), or ``None`` when it has none.
 """
@@ -19,18 +23,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from mlcl._version import __version__
+from mlcl.distributed import get_rank, get_world_size, is_distributed
 from mlcl.engine.checkpoint import get_rng_state, set_rng_state
 from mlcl.engine.config import Config, config_to_dict
 from mlcl.engine.objective import Objective
 from mlcl.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_KEYS", "TrainState"]
+__all__ = ["CHECKPOINT_KEYS", "EpochPosition", "TrainState", "gather_rng_states"]
 
 #: The keys of a checkpoint's dict (besides ``format``, added when it is written).
 CHECKPOINT_KEYS = (
@@ -48,9 +54,29 @@ CHECKPOINT_KEYS = (
     "step",
     "best",
     "history",
+    "position",
     "rng",
     "objective",
 )
+
+
+@dataclasses.dataclass
+class EpochPosition:
+    """Where a run is inside an epoch.
+
+    Attributes:
+        epoch_step: Steps done in the current epoch.
+        sums: Running sums of the loss terms over those steps.
+        skipped: Steps whose update the float16 gradient scaler skipped (overflow), in this epoch.
+    """
+
+    epoch_step: int = 0
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    skipped: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``position`` entry."""
+        return {"epoch_step": self.epoch_step, "sums": dict(self.sums), "skipped": self.skipped}
 
 
 @dataclasses.dataclass
@@ -70,6 +96,9 @@ class TrainState:
         step: Optimiser steps taken.
         best: Best validation mAP so far (``-inf`` before the first evaluation).
         history: Per-epoch records.
+        position: The position inside the current epoch.
+        first_loss: The first step's loss of this process (for the growth warning; not saved).
+        growth_warned: Whether the growth warning was given (not saved).
     """
 
     cfg: Config
@@ -84,13 +113,18 @@ class TrainState:
     step: int = 0
     best: float = -math.inf
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    position: EpochPosition = dataclasses.field(default_factory=EpochPosition)
+    first_loss: float | None = None
+    growth_warned: bool = False
 
-    def checkpoint(self, eval_weights: str | None = None) -> dict[str, Any]:
+    def checkpoint(self, eval_weights: str | None = None, *, rng: Any = None) -> dict[str, Any]:
         """The checkpoint's content (:data:`CHECKPOINT_KEYS`) for the current state.
 
         Args:
             eval_weights: ``"model"`` or ``"ema"`` for ``best.pt`` (the weights that scored best), ``None``
                 for ``last.pt``.
+            rng: The RNG states to record (every rank's, from :func:`gather_rng_states`); ``None``: this
+                process's.
         """
         objective_state = self.objective.state_dict()
         return {
@@ -108,7 +142,8 @@ class TrainState:
             "step": self.step,
             "best": self.best,
             "history": list(self.history),
-            "rng": get_rng_state(),
+            "position": self.position.as_dict(),
+            "rng": get_rng_state() if rng is None else rng,
             "objective": objective_state or None,
         }
 
@@ -120,6 +155,11 @@ class TrainState:
                 lived in the objective (mlcl 0.1.0 with LL-Cp).
         """
         where = state.get("path", "checkpoint")
+        if list(state["class_names"]) != list(self.class_names):
+            raise CheckpointError(
+                f"{where}: the run has {len(state['class_names'])} classes {list(state['class_names'])[:5]}..., the "
+                f"data now has {len(self.class_names)} {list(self.class_names)[:5]}...: resume with the run's data"
+            )
         missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if state.get(k) is None]
         if missing:
             raise CheckpointError(f"{where}: no resumable training state (missing {', '.join(missing)})")
@@ -140,4 +180,31 @@ class TrainState:
             self.objective.load_state_dict(objective_state)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
         self.history = list(state.get("history", []))
-        set_rng_state(state["rng"])
+        pos = state.get("position") or {}
+        self.position = EpochPosition(
+            int(pos.get("epoch_step", 0)),
+            {k: float(v) for k, v in pos.get("sums", {}).items()},
+            int(pos.get("skipped", 0)),
+        )
+        rng = state["rng"]
+        if isinstance(rng, list):  # one state per rank
+            rank = get_rank()
+            if len(rng) != get_world_size():
+                warnings.warn(
+                    f"{where} was written by {len(rng)} processes, this run has {get_world_size()}: the random "
+                    "streams differ from an uninterrupted run",
+                    stacklevel=2,
+                )
+            rng = rng[min(rank, len(rng) - 1)]
+        set_rng_state(rng)
+
+
+def gather_rng_states() -> Any:
+    """This process's RNG states, or under torch.distributed every rank's in rank order (a collective call)."""
+    import torch.distributed as dist
+
+    if not is_distributed():
+        return get_rng_state()
+    states: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(states, get_rng_state())
+    return states

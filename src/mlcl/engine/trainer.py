@@ -10,11 +10,16 @@ here (gloo on CPU, nccl on GPU) and only rank 0 writes.
 from __future__ import annotations
 
 import logging
+import math
+import secrets
+import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -22,11 +27,13 @@ import torch.distributed as dist
 from mlcl.distributed import get_rank, get_world_size, init_from_torchrun, is_main_process, resolve_device
 from mlcl.engine.build import Training, build_training, mulcon_stage_configs
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_checkpoint
-from mlcl.engine.config import Config, config_from_dict, dump_config
+from mlcl.engine.config import Config, config_from_dict, dump_config, load_config
 from mlcl.engine.evaluate import evaluate_model
 from mlcl.engine.loop import train_one_epoch
 from mlcl.engine.run_log import RunLog
-from mlcl.engine.state import TrainState
+from mlcl.engine.signals import EXIT_STATUS, StopSignals
+from mlcl.engine.state import EpochPosition, TrainState, gather_rng_states
+from mlcl.errors import ConfigError, TrainingInterrupted
 
 __all__ = ["FitResult", "fit"]
 
@@ -55,27 +62,91 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
     """Train as ``cfg`` says, writing the run folder; the entry point of ``mlcl train``.
 
     With ``train.method=mulcon`` the two MulCon stages run one after the other in ``RUN/stage1`` and
-    ``RUN/stage2``.
+    ``RUN/stage2``. A new run refuses a folder that already holds files unless ``run.overwrite``; without
+    ``run.out`` it gets a fresh folder ``runs/<UTC time>-<random>``, created atomically. A run that fails
+    before writing any checkpoint leaves no folder behind.
+
+    SIGTERM and SIGINT end the current step, write a resumable ``last.pt`` (mid-epoch) and raise
+    :class:`~mlcl.errors.TrainingInterrupted`; ``train.checkpoint_every`` also writes one periodically.
 
     Args:
-        cfg: The configuration.
-        resume: A run folder to continue from its ``last.pt`` (the saved configuration is used).
+        cfg: The configuration. When resuming, only its run-control fields are used (device, workers,
+            progress, TensorBoard, ``stop_after``, ``checkpoint_every``); the rest comes from the run.
+        resume: A run folder to continue from its ``last.pt`` (mid-epoch if it was written mid-epoch).
 
     Returns:
         A :class:`FitResult`.
     """
+    parse_checkpoint_every(cfg.train.checkpoint_every)
     device = resolve_device(cfg.train.device)
     init_from_torchrun(device)
-    run_dir = Path(resume) if resume is not None else _new_run_dir(cfg)
-    if cfg.train.method == "mulcon":
-        return _fit_mulcon(cfg, device, run_dir)
-    return fit_stage(cfg, device, run_dir, resume=resume is not None)
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = resumed_config(run_dir, cfg)
+        created = False
+    else:
+        run_dir, created = _claim_run_dir(cfg)
+    try:
+        if cfg.train.method == "mulcon":
+            return _fit_mulcon(cfg, device, run_dir)
+        return fit_stage(cfg, device, run_dir, resume=resume is not None)
+    except BaseException:
+        if created and is_main_process() and run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable was written: leave no folder
+        raise
 
 
-def _new_run_dir(cfg: Config) -> Path:
-    if cfg.run.out:
-        return Path(cfg.run.out)
-    return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+#: What a run writes into its folder (removed by ``run.overwrite``; anything else in the folder is kept).
+RUN_OUTPUTS = (
+    "config.yaml", "log.jsonl", "metrics.json", "best.pt", "last.pt", "split.json", "missing.json",
+    "probe.json", "tb", "stage1", "stage2",
+)  # fmt: skip
+
+
+def _claim_run_dir(cfg: Config) -> tuple[Path, bool]:
+    """The new run's folder and whether this call created it (see :func:`fit`); agreed on by every rank."""
+    path: Path | None = None
+    created = False
+    if is_main_process():
+        if cfg.run.out:
+            path = Path(cfg.run.out)
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"--out {path}: exists and is not a folder")
+            existing = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+            if existing and not cfg.run.overwrite:
+                raise ConfigError(
+                    f"--out {path}: the folder already holds {', '.join(existing[:4])}"
+                    f"{' ...' if len(existing) > 4 else ''}; continue that run with --resume {path}, replace it "
+                    "with --overwrite, or choose another --out"
+                )
+            for name in RUN_OUTPUTS if existing else ():
+                target = path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            created = not path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            for _ in range(100):
+                path = Path("runs") / f"{stamp}-{secrets.token_hex(3)}"
+                try:
+                    path.mkdir(parents=True, exist_ok=False)
+                except FileExistsError:
+                    continue
+                created = True
+                break
+    path = Path(_from_rank0(str(path)))
+    return path, created
+
+
+def _from_rank0(value: str) -> str:
+    if get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
 
 
 def _fit_mulcon(cfg: Config, device: torch.device, run_dir: Path) -> FitResult:
@@ -87,7 +158,7 @@ def _fit_mulcon(cfg: Config, device: torch.device, run_dir: Path) -> FitResult:
         dump_config(cfg, run_dir / "config.yaml")
     if not (run_dir / "stage1" / "metrics.json").is_file():
         r1 = fit_stage(s1, device, run_dir / "stage1", resume=(run_dir / "stage1" / "last.pt").is_file())
-        if cfg.train.stop_after is not None and not (run_dir / "stage1" / "metrics.json").is_file():
+        if not (run_dir / "stage1" / "metrics.json").is_file():  # stopped early on purpose (stop_after)
             return r1
     r2 = fit_stage(s2, device, run_dir / "stage2", resume=(run_dir / "stage2" / "last.pt").is_file())
     RunLog(run_dir, enabled=is_main_process(), tensorboard=False, progress=False).json(
@@ -96,14 +167,59 @@ def _fit_mulcon(cfg: Config, device: torch.device, run_dir: Path) -> FitResult:
     return FitResult(run_dir, r2.metrics, r2.checkpoint, r2.best_val_map)
 
 
-def _resumed_config(saved: dict[str, Any], cfg: Config, where: Path) -> Config:
-    """The saved run's configuration, with the caller's run-control fields."""
-    resumed = config_from_dict(saved["config"], source=str(where))
-    resumed.train.stop_after = cfg.train.stop_after
-    resumed.train.device = cfg.train.device
-    resumed.data.num_workers = cfg.data.num_workers
-    resumed.run.progress = cfg.run.progress
+#: The fields a resumed run takes from the caller; everything else comes from the run's own configuration.
+RUN_CONTROL = (
+    "train.device", "data.num_workers", "run.progress", "run.tensorboard", "train.stop_after",
+    "train.checkpoint_every",
+)  # fmt: skip
+
+
+def resumed_config(run_dir: Path, cfg: Config) -> Config:
+    """The configuration of the run in ``run_dir`` (its ``config.yaml``), with ``cfg``'s run-control fields.
+
+    Raises:
+        ConfigError: ``run_dir`` holds no run to resume.
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no run there (no config.yaml)")
+    if not any(run_dir.rglob("last.pt")):
+        raise ConfigError(f"--resume {run_dir}: the run wrote no checkpoint yet (no last.pt); start it again")
+    resumed = load_config(path)
+    for key in RUN_CONTROL:
+        section, name = key.split(".")
+        setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
     return resumed
+
+
+def _stage_config(saved: dict[str, Any], cfg: Config, where: Path) -> Config:
+    """A stage's saved configuration, with the caller's run-control fields."""
+    resumed = config_from_dict(saved["config"], source=str(where))
+    for key in RUN_CONTROL:
+        section, name = key.split(".")
+        setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
+    return resumed
+
+
+def parse_checkpoint_every(value: str | None) -> tuple[str, float] | None:
+    """``train.checkpoint_every``: ``"500"`` -> ``("steps", 500)``, ``"30m"`` -> ``("minutes", 30)``; ``None``.
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("m"):
+            amount, unit = float(text[:-1]), "minutes"
+        else:
+            amount, unit = float(int(text)), "steps"
+    except ValueError:
+        amount, unit = -1.0, ""
+    if not (math.isfinite(amount) and amount > 0):
+        raise ConfigError(f"`train.checkpoint_every` must be N (steps) or Nm (minutes), N > 0, got {value!r}")
+    return unit, amount
 
 
 def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool) -> FitResult:
@@ -111,11 +227,11 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     main, rank = is_main_process(), get_rank()
     saved = load_checkpoint(run_dir / "last.pt") if resume else None
     if saved is not None:
-        cfg = _resumed_config(saved, cfg, run_dir / "last.pt")
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = _stage_config(saved, cfg, run_dir / "last.pt")
     t = build_training(cfg, device, fresh=saved is None)
     cfg = t.cfg
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, enabled=main, tensorboard=cfg.run.tensorboard, progress=cfg.run.progress)
     if saved is None and t.data.holdout and main:
         from mlcl.data.split import save_split
@@ -126,24 +242,34 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     state = TrainState(cfg, t.class_names, t.model, t.ema, t.optimizer, t.scheduler, t.scaler, t.objective)
     if saved is not None:
         state.restore(saved)
-        log.info("resuming %s at epoch %d", run_dir, state.epoch)
+        log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.position.epoch_step)
     else:
         run_log.config(cfg)
         if t.data.missing_summary is not None:
             run_log.json("missing.json", t.data.missing_summary)
     last_epoch = cfg.train.epochs if cfg.train.stop_after is None else min(cfg.train.epochs, cfg.train.stop_after)
-    for epoch in range(state.epoch, last_epoch):
-        t0 = time.time()
-        train = train_one_epoch(t, state, epoch, run_log, rank=rank)
-        record = {"epoch": epoch + 1, "step": state.step, "lr": t.optimizer.param_groups[0]["lr"], "train": train}
-        state.epoch = epoch + 1
-        state.history.append(record)
-        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 in (cfg.train.epochs, last_epoch):
-            _validate(t, state, record, run_log, run_dir)
-        record["time_s"] = round(time.time() - t0, 2)
-        if main:
-            save_checkpoint(run_dir / "last.pt", state.checkpoint())
-        run_log.end_epoch(record)
+    every = parse_checkpoint_every(cfg.train.checkpoint_every)
+    with StopSignals() as stop:
+        for epoch in range(state.epoch, last_epoch):
+            t0 = time.time()
+            periodic = _Periodic(every, state.step)
+            after_step = partial(_after_step, t, state, run_dir, stop, periodic)
+            if not train_one_epoch(t, state, epoch, run_log, rank=rank, after_step=after_step):
+                _interrupted(stop, run_dir, epoch, state)
+            pos = state.position
+            train = {k: v / max(t.steps_per_epoch, 1) for k, v in pos.sums.items()}
+            record = {"epoch": epoch + 1, "step": state.step, "lr": t.optimizer.param_groups[0]["lr"], "train": train}
+            if t.scaler.is_enabled():
+                record["skipped_steps"] = pos.skipped  # float16 overflow: the scaler skipped these updates
+            state.epoch, state.position = epoch + 1, EpochPosition()
+            state.history.append(record)
+            if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 in (cfg.train.epochs, last_epoch):
+                _validate(t, state, record, run_log, run_dir)
+            record["time_s"] = round(time.time() - t0, 2)
+            _save_last(state, run_dir)
+            run_log.end_epoch(record)
+            if stop.poll()[0] and epoch + 1 < last_epoch:
+                _interrupted(stop, run_dir, epoch + 1, state)
     run_log.close()
     if get_world_size() > 1:
         dist.barrier()
@@ -152,6 +278,61 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     metrics = _final_report(t, run_dir, state.best)
     run_log.json("metrics.json", metrics)
     return FitResult(run_dir, metrics, run_dir / "best.pt", state.best)
+
+
+class _Periodic:
+    """When ``train.checkpoint_every`` asks for the next mid-epoch checkpoint."""
+
+    def __init__(self, every: tuple[str, float] | None, step: int) -> None:
+        self.every = every
+        self.last_step = step
+        self.last_time = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every is None:
+            return False
+        unit, amount = self.every
+        if unit == "steps":
+            return step - self.last_step >= amount
+        return time.monotonic() - self.last_time >= 60 * amount
+
+    def done(self, step: int) -> None:
+        self.last_step, self.last_time = step, time.monotonic()
+
+
+def _after_step(t: Training, state: TrainState, run_dir: Path, stop: StopSignals, periodic: _Periodic) -> bool:
+    """After each step: stop on a signal (the caller writes the checkpoint), or write a periodic one."""
+    stop_now, due = stop.poll(periodic.due(state.step))
+    if state.position.epoch_step >= t.steps_per_epoch:
+        return False  # the epoch is complete: its own checkpoint follows (and a stop after it)
+    if stop_now:
+        return True
+    if due:
+        _save_last(state, run_dir)
+        periodic.done(state.step)
+    return False
+
+
+def _save_last(state: TrainState, run_dir: Path) -> None:
+    """Write ``last.pt`` (every rank takes part: the RNG states of all ranks are recorded)."""
+    rng = gather_rng_states()
+    if is_main_process():
+        save_checkpoint(run_dir / "last.pt", state.checkpoint(rng=rng))
+
+
+def _interrupted(stop: StopSignals, run_dir: Path, epoch: int, state: TrainState) -> NoReturn:
+    """Write the resumable checkpoint of a graceful stop and raise :class:`TrainingInterrupted`."""
+    if state.position.epoch_step:
+        _save_last(state, run_dir)
+    name = stop.received or "SIGTERM"
+    where = f"epoch {epoch + 1}, step {state.position.epoch_step}" if state.position.epoch_step else f"epoch {epoch}"
+    raise TrainingInterrupted(
+        f"stopped by {name} after {where}; the state is saved in {run_dir / 'last.pt'}: "
+        f"continue with `mlcl train --resume {shlex.quote(str(run_dir))}`",
+        signal_name=name,
+        exit_status=EXIT_STATUS.get(name, 75),
+        run_dir=str(run_dir),
+    )
 
 
 def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: RunLog, run_dir: Path) -> None:

@@ -26,6 +26,7 @@ from mlcl.engine.build import (
     scheduler_from_config,
 )
 from mlcl.engine.config import Config, check_values, load_config
+from mlcl.engine.trainer import parse_checkpoint_every
 from mlcl.errors import ConfigError
 
 __all__ = ["validate_config", "validate_config_file"]
@@ -45,6 +46,7 @@ def validate_config(cfg: Config, *, build: bool = True, num_classes: int = 80) -
         ConfigError: Naming the key at fault and its value (and the stage for ``train.method=mulcon``).
     """
     check_values(cfg)
+    parse_checkpoint_every(cfg.train.checkpoint_every)
     parse_loss_name(cfg.loss.name)
     projection_from_config(cfg)
     probe_c_from_config(cfg)

@@ -5,8 +5,10 @@ Private: the public names are re-exported by :mod:`mlcl.losses` (:data:`Reductio
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Literal, get_args
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -152,3 +154,26 @@ def masked_reduce(loss: Tensor, weight: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "sum":
         return total
     return total / w.sum().clamp_min(1.0)
+
+
+_HALF = (torch.float16, torch.bfloat16)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def computes_in_float32(fn: _F) -> _F:
+    """Decorator of the loss functions: they compute in float32 (at least), also inside autocast.
+
+    Half-precision (float16, bfloat16) tensor arguments are cast to float32 and the function runs with autocast
+    disabled on their device, so no product or reduction of a loss runs in half precision. float32 and float64
+    inputs are left as they are (device and dtype follow the inputs); integer targets are untouched.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a.float() if isinstance(a, Tensor) and a.dtype in _HALF else a for a in args)
+        kwargs = {k: v.float() if isinstance(v, Tensor) and v.dtype in _HALF else v for k, v in kwargs.items()}
+        device = next((a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return cast(_F, wrapper)

@@ -12,6 +12,7 @@ from mlcl.losses._common import (
     check_nonneg,
     check_reduction,
     check_unknown,
+    computes_in_float32,
     count_weight,
     log_sigmoid,
     masked_reduce,
@@ -42,6 +43,7 @@ def _asymmetric_arg_validation(
     check_clamp_eps("eps", eps)
 
 
+@computes_in_float32
 def focal_loss(
     logits: Tensor,
     targets: Tensor,
@@ -79,6 +81,7 @@ def focal_loss(
     return masked_reduce(loss, count_weight(unk, unknown), reduction)
 
 
+@computes_in_float32
 def asymmetric_loss(
     logits: Tensor,
     targets: Tensor,

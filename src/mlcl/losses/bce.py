@@ -11,6 +11,7 @@ from mlcl.losses._common import (
     check_clamp_eps,
     check_reduction,
     check_unknown,
+    computes_in_float32,
     count_weight,
     log_sigmoid,
     masked_reduce,
@@ -28,6 +29,7 @@ def _bce_arg_validation(unknown: str, reduction: str, clamp_eps: float | None) -
     check_clamp_eps("clamp_eps", clamp_eps)
 
 
+@computes_in_float32
 def binary_cross_entropy(
     logits: Tensor,
     targets: Tensor,

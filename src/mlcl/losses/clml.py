@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mlcl.losses._common import check_epoch, check_finite, check_nonneg, check_prob
+from mlcl.losses._common import check_epoch, check_finite, check_nonneg, check_prob, computes_in_float32
 from mlcl.losses._nuclear import CLMLFunction, class_global_nuclear
 from mlcl.losses.base import EpochScheduled
 from mlcl.targets import POS, UNK, check_logits_targets, check_targets
@@ -134,6 +134,7 @@ def clml_terms(features: Tensor, positives: Tensor, *, delta: float = 1.0) -> CL
     )
 
 
+@computes_in_float32
 def clml(
     features: Tensor,
     logits: Tensor,

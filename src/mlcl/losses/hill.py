@@ -13,6 +13,7 @@ from mlcl.losses._common import (
     check_nonneg,
     check_reduction,
     check_unknown,
+    computes_in_float32,
     count_weight,
     masked_reduce,
     masks,
@@ -31,6 +32,7 @@ def _hill_arg_validation(lamb: float, margin: float, gamma: float, unknown: str,
     check_nonneg("gamma", gamma)
 
 
+@computes_in_float32
 def hill_loss(
     logits: Tensor,
     targets: Tensor,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mlcl.losses._common import Reduction, check_prob, check_reduction, masked_reduce
+from mlcl.losses._common import Reduction, check_prob, check_reduction, computes_in_float32, masked_reduce
 from mlcl.losses.base import EpochScheduled, MultiLabelLoss, PerImageState
 from mlcl.targets import POS, UNK, check_logits_targets
 
@@ -72,6 +72,7 @@ def large_loss_selection(logits: Tensor, targets: Tensor, rate: float) -> Tensor
         return unk & (loss >= kth)
 
 
+@computes_in_float32
 def large_loss(
     logits: Tensor,
     targets: Tensor,
@@ -244,3 +245,13 @@ class LargeLossPermanentCorrection(PerImageState, _LargeLoss):
             pairs = torch.cat(self._pending).to(self.label_table.device)
             self.label_table[pairs[:, 0], pairs[:, 1]] = 1
         self._pending = []
+
+    def get_extra_state(self) -> Tensor:
+        """The selections recorded in the current epoch, ``(K, 2)`` (index, class): part of a mid-epoch state."""
+        if not self._pending:
+            return torch.zeros(0, 2, dtype=torch.long)
+        return torch.cat(self._pending).cpu()
+
+    def set_extra_state(self, state: Tensor) -> None:
+        """Restore :meth:`get_extra_state`'s selections."""
+        self._pending = [state.to(torch.long)] if state.numel() else []

@@ -14,6 +14,7 @@ from mlcl.losses._common import (
     check_nonneg,
     check_positive,
     check_reduction,
+    computes_in_float32,
     expected_positive_gap,
     masked_reduce,
     masks,
@@ -31,6 +32,7 @@ def _role_arg_validation(expected_num_pos: float, reduction: str, lr_mult: float
         check_positive("lr_mult", lr_mult)
 
 
+@computes_in_float32
 def role_loss(
     logits: Tensor,
     estimate_logits: Tensor,

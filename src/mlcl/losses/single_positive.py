@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mlcl.losses._common import Reduction, check_nonneg, check_reduction, expected_positive_gap, masked_reduce, masks
+from mlcl.losses._common import (
+    Reduction,
+    check_nonneg,
+    check_reduction,
+    computes_in_float32,
+    expected_positive_gap,
+    masked_reduce,
+    masks,
+)
 from mlcl.losses.base import MultiLabelLoss
 
 __all__ = [
@@ -33,6 +41,7 @@ def _epr_arg_validation(expected_num_pos: float, reduction: str) -> None:
     check_nonneg("expected_num_pos", expected_num_pos)
 
 
+@computes_in_float32
 def weak_assume_negative(
     logits: Tensor,
     targets: Tensor,
@@ -67,6 +76,7 @@ def weak_assume_negative(
     return masked_reduce(loss, torch.ones_like(pos), reduction)
 
 
+@computes_in_float32
 def expected_positive_regularization(
     logits: Tensor,
     targets: Tensor,

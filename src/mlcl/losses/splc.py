@@ -13,6 +13,7 @@ from mlcl.losses._common import (
     check_nonneg,
     check_prob,
     check_reduction,
+    computes_in_float32,
     masked_reduce,
     masks,
 )
@@ -33,6 +34,7 @@ def _splc_arg_validation(
         check_epoch("start_epoch", start_epoch)
 
 
+@computes_in_float32
 def splc_loss(
     logits: Tensor,
     targets: Tensor,

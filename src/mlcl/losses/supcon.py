@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from mlcl.losses._common import computes_in_float32
 from mlcl.targets import NEG, POS, check_targets, positive_mask
 
 __all__ = [
@@ -147,6 +148,7 @@ def supcon_from_rows(
         return -(tau / base_tau) * mean_log_prob.sum() / num_anchors
 
 
+@computes_in_float32
 def label_supcon(
     z: Tensor,
     targets: Tensor,
@@ -203,6 +205,7 @@ def label_supcon(
     return supcon_from_rows(rows, sel.labels, num_anchors=sel.num_pos, tau=tau, base_tau=base_tau)
 
 
+@computes_in_float32
 def image_supcon(z: Tensor, targets: Tensor, *, tau: float = 0.1, base_tau: float = 0.1) -> Tensor:
     """Image-level multi-label SupCon: the "direct application of contrastive learning" baseline.
 
