@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlcl.engine.amp import AmpSettings
+from mlcl.errors import DivergenceError
 from mlcl.metrics import APVariant, MetricAccumulator
 
 __all__ = ["evaluate_model"]
@@ -41,6 +42,9 @@ def evaluate_model(
 
     Returns:
         :func:`mlcl.metrics.compute_metrics`'s report (``mAP``, ``CP`` ... ``per_class_AP``, ``n_images``).
+
+    Raises:
+        DivergenceError: The model gives non-finite logits.
     """
     enabled, dtype = amp[0], amp[1]
     was_training = model.training
@@ -50,6 +54,9 @@ def evaluate_model(
         images = images.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=enabled):
             logits = model(images).logits
+        if not bool(torch.isfinite(logits).all()):
+            model.train(was_training)
+            raise DivergenceError("the model gives non-finite outputs (its weights have diverged)")
         acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
     model.train(was_training)
     return acc.compute(class_names, threshold=threshold, ap_variant=ap_variant)

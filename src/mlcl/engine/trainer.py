@@ -33,7 +33,7 @@ from mlcl.engine.loop import train_one_epoch
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.signals import EXIT_STATUS, StopSignals
 from mlcl.engine.state import EpochPosition, TrainState, gather_rng_states
-from mlcl.errors import ConfigError, TrainingInterrupted
+from mlcl.errors import ConfigError, DivergenceError, TrainingInterrupted
 
 __all__ = ["FitResult", "fit"]
 
@@ -339,9 +339,16 @@ def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: R
     """Score the model (and its EMA) on the validation data into ``record``; write ``best.pt`` on a new best."""
     cfg = t.cfg
     kw: dict[str, Any] = {"threshold": cfg.run.threshold, "ap_variant": cfg.run.ap_variant, "amp": t.amp}
-    scores = {"model": evaluate_model(t.model, t.val_loader, t.device, t.class_names, **kw)}
-    if t.ema is not None:
-        scores["ema"] = evaluate_model(t.ema.module, t.val_loader, t.device, t.class_names, **kw)
+    try:
+        scores = {"model": evaluate_model(t.model, t.val_loader, t.device, t.class_names, **kw)}
+        if t.ema is not None:
+            scores["ema"] = evaluate_model(t.ema.module, t.val_loader, t.device, t.class_names, **kw)
+    except DivergenceError as e:
+        raise DivergenceError(
+            f"validation after epoch {state.epoch}: {e}; last.pt keeps the last saved state. Usual remedies: a "
+            "lower learning rate (--lr), gradient clipping (-o optim.clip_grad_norm=1), bf16 instead of fp16 "
+            "(-o train.amp=bf16), or checking the data"
+        ) from None
     which = max(scores, key=lambda k: scores[k]["mAP"])
     record["val"] = {k: {m: s[m] for m in ("mAP", "CF1", "OF1")} for k, s in scores.items()}
     run_log.validation(state.epoch, scores)
