@@ -6,7 +6,8 @@ Example (``labels.csv`` next to a folder ``images/``)::
     4.jpg,1,1,0,0,0
     6.jpg,1,0,,0,-1
 
-Each class column holds ``1`` (positive), ``0`` (negative), or ``-1`` / an empty cell (unknown). Whitespace
+Each class column holds ``1`` (positive), ``0`` (negative), or ``-1`` / an empty cell (unknown); exact float
+spellings of these values (``1.0``, ``0.0``, ``-1.0``) are accepted, as float exports write them. Whitespace
 around cells is ignored and blank lines are skipped. File names resolve against ``<csv folder>/images/`` when that
 folder exists, otherwise against the CSV's own folder; absolute paths are kept as written.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -31,6 +33,22 @@ __all__ = ["MAX_REPORTED_ERRORS", "read_csv_labels", "resolve_image_root", "writ
 MAX_REPORTED_ERRORS = 10
 
 _VALUES = {"1": POS, "0": NEG, "-1": UNK, "": UNK}
+_BY_NUMBER = {1.0: POS, 0.0: NEG, -1.0: UNK}
+_FLOAT_SPELLING = re.compile(r"-?[0-9]+\.[0-9]*")
+
+
+def _parse_value(cell: str) -> int | None:
+    """The target of one class cell, or ``None`` if it is not a spelling of 1, 0, -1 or empty.
+
+    Besides ``1``, ``0``, ``-1`` and the empty cell, the decimal float spellings that float exports write are
+    accepted when their value is exactly 1, 0 or -1 (``1.0``, ``0.00``, ``-1.0``, ``1.``); any other value
+    (``0.5``, ``2.0``, ``nan``, ``inf``, ``1e0``, ``+1``, ``true``) is rejected.
+    """
+    text = cell.strip()
+    value = _VALUES.get(text)
+    if value is None and _FLOAT_SPELLING.fullmatch(text):
+        value = _BY_NUMBER.get(float(text))
+    return value
 
 
 class _Problems:
@@ -162,7 +180,7 @@ def read_csv_labels(path: str | os.PathLike[str], *, check_images: bool = True) 
                 first_line[filename] = line
                 values: list[int] = []
                 for name, cell in zip(class_names, row[1:], strict=True):
-                    value = _VALUES.get(cell.strip())
+                    value = _parse_value(cell)
                     if value is None:
                         problems.add(f"line {line}: value {cell!r} in column {name!r} is not 1, 0, -1 or empty")
                         value = UNK
