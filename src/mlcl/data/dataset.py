@@ -31,7 +31,7 @@ def _grey_to_8bit(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "ui":
         v = values.astype(np.int64)
         lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
-        if 0 <= lo and hi <= 0xFFFF:
+        if lo >= 0 and hi <= 0xFFFF:
             return (v >> 8).astype(np.uint8)
         f = v.astype(np.float64)
     else:
@@ -41,7 +41,7 @@ def _grey_to_8bit(values: np.ndarray) -> np.ndarray:
             return np.zeros(f.shape, dtype=np.uint8)
         lo_f, hi_f = float(f[finite].min()), float(f[finite].max())
         f = np.where(np.isnan(f), lo_f, np.clip(f, lo_f, hi_f))
-        if 0.0 <= lo_f and hi_f <= 1.0:
+        if lo_f >= 0.0 and hi_f <= 1.0:
             return np.rint(f * 255.0).astype(np.uint8)
     lo_f, hi_f = float(f.min()), float(f.max())
     if hi_f <= lo_f:
