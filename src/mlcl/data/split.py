@@ -139,7 +139,7 @@ def _item_keys(s: MultiLabelSet, by_content: bool) -> list[list[str]]:
         if by_content:
             try:
                 with open(p, "rb") as handle:
-                    k.append("sha1:" + hashlib.file_digest(handle, "sha1").hexdigest())
+                    k.append("sha1:" + hashlib.sha1(handle.read()).hexdigest())
             except OSError:
                 pass  # a missing file is not an overlap (check_images reports it)
         keys.append(k)
@@ -189,9 +189,9 @@ def check_overlap(sets: dict[str, MultiLabelSet | None], *, hash_max_bytes: int 
         for name_b, set_b, keys_b in keyed[a + 1 :]:
             pairs = []
             for j, ks in enumerate(keys_b):
-                i = next((index[k] for k in ks if k in index), None)
-                if i is not None:
-                    pairs.append((i, j))
+                hit = next((index[k] for k in ks if k in index), None)
+                if hit is not None:
+                    pairs.append((hit, j))
             if pairs:
                 shown = [
                     set_a.ids[i] if set_a.ids[i] == set_b.ids[j] else f"{set_a.ids[i]} = {set_b.ids[j]}"
