@@ -166,7 +166,7 @@ def check_overlap(sets: dict[str, MultiLabelSet | None], *, hash_max_bytes: int 
 
     The rule: file items are compared by resolved path (``os.path.realpath``), and also by content (SHA-1
     of the file bytes) when the files of all sets total at most ``hash_max_bytes``
-    (:data:`OVERLAP_HASH_MAX_BYTES`, 2 GiB: hashing the 1500 MIML photos takes about 0.05 s); in-memory
+    (:data:`OVERLAP_HASH_MAX_BYTES`, 2 GiB: the check takes about 0.15 s on the 1500 MIML photos, 16 MB); in-memory
     items (the built-in dataset's arrays) are compared by the SHA-1 of their bytes.
 
     Args:
