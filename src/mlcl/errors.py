@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+_WORKER_PREFIX = "Caught "
+_WORKER_MARK = "Original Traceback (most recent call last):"
+
 
 class MlclError(Exception):
-    """Base class of the errors that mlcl reports to users as one readable line."""
+    """Base class of the errors that mlcl reports to users as one readable line.
+
+    An error raised in a ``torch`` ``DataLoader`` worker is re-raised in the main process as the same class,
+    built from a message holding the worker's whole traceback. The constructor recognises that message and
+    keeps the original one-line message, followed by ``(DataLoader worker process N)``, so that the
+    error still reads as one line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_from_worker(args[0], type(self)),)
+        super().__init__(*args)
+
+
+def _from_worker(message: str, cls: type) -> str:
+    """The original message of ``cls`` in a ``DataLoader`` worker's re-raised ``message``, or ``message``."""
+    if not message.startswith(_WORKER_PREFIX) or _WORKER_MARK not in message:
+        return message
+    head = message.split("\n", 1)[0]  # "Caught DataError in DataLoader worker process 0."
+    tag = f"{cls.__module__}.{cls.__qualname__}: "
+    lines = message.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith(tag)]
+    if not starts:
+        return message
+    original = " ".join(line.strip() for line in lines[starts[-1] :] if line.strip())[len(tag) :]
+    where = head[len(_WORKER_PREFIX) :].rstrip(".").split(" ", 2)[-1]  # "in DataLoader worker process 0"
+    return f"{original} ({where})"
 
 
 class DataError(MlclError, ValueError):

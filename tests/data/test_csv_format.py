@@ -106,10 +106,16 @@ def test_wrong_column_count_names_line(tmp_path: Path) -> None:
     expect_error(path, "line 7 has 4 columns, header has 6", check_images=False)
 
 
-@pytest.mark.parametrize("bad", ["2", "yes", "1.0", "2.", "+1"])
+@pytest.mark.parametrize("bad", ["2", "yes", "2.", "+1", "0.5", "nan", "-nan", "inf", "1e0", "-2.0", "1.0.0", ".5"])
 def test_bad_value_names_line_column_value(tmp_path: Path, bad: str) -> None:
     path = make_dataset(tmp_path, f"filename,cat,dog\na.png,1,0\nb.png,0,{bad}\n")
     expect_error(path, "line 3", repr(bad), "'dog'")
+
+
+def test_float_spellings_of_1_0_minus1(tmp_path: Path) -> None:
+    text = "filename,cat,dog,sky\na.png,1.0,0.0,-1.0\nb.png, 0.00 ,1.,-1.000\nc.png,1,0,-0.0\n"
+    s = read_csv_labels(make_dataset(tmp_path, text))
+    assert s.targets.tolist() == [[1, 0, -1], [0, 1, -1], [1, 0, 0]]
 
 
 def test_duplicate_filename(tmp_path: Path) -> None:

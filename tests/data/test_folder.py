@@ -13,15 +13,15 @@ import pytest
 
 from mlcl.data import folder
 from mlcl.errors import DataError
-from tests.helpers.readers import rows, touch
+from tests.helpers.readers import rows, tiny_image, touch
 
 
 def build_folder(root: Path) -> Path:
-    touch(root / "cat" / "1.jpg", b"cat one")
-    touch(root / "dog" / "1.jpg", b"dog one")  # same name, different picture: separate images
-    touch(root / "cat" / "shared.png", b"same bytes")
-    touch(root / "dog" / "shared.png", b"same bytes")  # a copy in a second folder: merged
-    touch(root / "cat" / "deep" / "2.JPG", b"cat two")
+    touch(root / "cat" / "1.jpg", tiny_image(1))
+    touch(root / "dog" / "1.jpg", tiny_image(2))  # same name, different picture: separate images
+    touch(root / "cat" / "shared.png", tiny_image(3))
+    touch(root / "dog" / "shared.png", tiny_image(3))  # a copy in a second folder: merged
+    touch(root / "cat" / "deep" / "2.JPG", tiny_image(4))
     (root / "bird").mkdir()
     os.symlink(root / "cat" / "deep" / "2.JPG", root / "bird" / "link.jpg")  # symlink: merged
     touch(root / "dog" / "notes.txt", b"not an image")

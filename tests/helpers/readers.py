@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from PIL import Image
 
 from mlcl.data.labelset import MultiLabelSet
 
@@ -115,7 +118,18 @@ NUS_Q2L_ORDER = [
 ]
 
 
-def touch(path: Path, content: bytes = b"img") -> Path:
+def tiny_image(value: int = 10) -> bytes:
+    """The bytes of a valid 2x2 PNG of grey ``value`` (distinct values give distinct bytes)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), (value, value, value)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: A valid 2x2 image (the readers' up-front check decodes the files; the name's suffix does not matter to PIL).
+TINY_IMAGE = tiny_image()
+
+
+def touch(path: Path, content: bytes = TINY_IMAGE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path

@@ -16,33 +16,101 @@ from torch.utils.data import Dataset, default_collate
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import DataError
 
-__all__ = ["ImageDataset", "collate_views", "load_image", "pil_to_tensor", "sample_seed"]
+__all__ = ["ImageDataset", "collate_views", "load_image", "pil_to_tensor", "sample_seed", "to_rgb"]
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """The default transform: an RGB PIL image to a float32 ``(3, H, W)`` tensor in ``[0, 1]``."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(to_rgb(image), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
-def load_image(item: str | np.ndarray, *, index: int | None = None) -> Image.Image:
-    """Open one item of a :class:`MultiLabelSet` as an RGB PIL image.
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def _grey_to_8bit(values: np.ndarray) -> np.ndarray:
+    """The 8-bit grey levels of a 16-bit, 32-bit integer or float image (see :func:`to_rgb` for the rule)."""
+    if values.dtype.kind in "ui":
+        v = values.astype(np.int64)
+        lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+        if lo >= 0 and hi <= 0xFFFF:
+            return (v >> 8).astype(np.uint8)
+        f = v.astype(np.float64)
+    else:
+        f = values.astype(np.float64)
+        finite = np.isfinite(f)
+        if not finite.any():
+            return np.zeros(f.shape, dtype=np.uint8)
+        lo_f, hi_f = float(f[finite].min()), float(f[finite].max())
+        f = np.where(np.isnan(f), lo_f, np.clip(f, lo_f, hi_f))
+        if lo_f >= 0.0 and hi_f <= 1.0:
+            return np.rint(f * 255.0).astype(np.uint8)
+    lo_f, hi_f = float(f.min()), float(f.max())
+    if hi_f <= lo_f:
+        return np.zeros(f.shape, dtype=np.uint8)
+    return np.rint((f - lo_f) * (255.0 / (hi_f - lo_f))).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB, keeping its content.
+
+    The rules, by mode:
+
+    * ``I;16``, ``I;16B``, ``I;16L`` (16-bit greyscale, e.g. 16-bit PNG and TIFF): the top 8 bits,
+      ``value >> 8`` (so ``v * 257`` maps back to ``v``). ``PIL``'s own ``convert("RGB")`` clips these
+      values at 255, which turns most 16-bit images all white.
+    * ``I`` (32-bit integer): the 16-bit rule when every value is in ``[0, 65535]`` (how 16-bit files often
+      open); otherwise the image's range ``[min, max]`` is mapped linearly onto ``[0, 255]`` (a constant
+      image gives 0).
+    * ``F`` (32-bit float): NaN counts as the smallest finite value and +-inf as the largest / smallest
+      finite one; then values all within ``[0, 1]`` are scaled by 255, anything else is mapped by its range
+      ``[min, max]`` onto ``[0, 255]``. Results are rounded to the nearest level.
+    * Modes with transparency (``LA``, ``PA``, ``RGBA``, premultiplied ``La``/``RGBa``, and ``P``/``L``/``RGB``
+      with a ``transparency`` entry): composited on a white background,
+      ``round((c * a + 255 * (255 - a)) / 255)``, rather than dropping alpha, whose colour under fully
+      transparent pixels is arbitrary (often black).
+    * Everything else (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ...): ``PIL``'s
+      ``convert("RGB")``, which is correct for them.
+
+    The result is always a new image (not tied to an open file).
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _grey_to_8bit(np.asarray(image))
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint32)
+        alpha = rgba[..., 3:4]
+        rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+    return image.convert("RGB")
+
+
+def load_image(item: str | np.ndarray, *, index: int | None = None, where: str | None = None) -> Image.Image:
+    """Open one item of a :class:`MultiLabelSet` as an 8-bit RGB PIL image (modes converted by :func:`to_rgb`).
+
+    The file is decoded in full here, so a truncated or corrupt file raises now.
 
     Args:
         item: An image path, or a uint8 array ``(H, W, 3)`` (or ``(H, W)``).
-        index: The item's position, for the error message.
+        index: The item's position, for the error message when ``where`` is not given.
+        where: The entry that listed the item (``"labels.csv:12"``, see :attr:`MultiLabelSet.where`), for
+            the error message.
 
     Raises:
-        DataError: If the file is missing or cannot be decoded; the message names the file.
+        DataError: If the file is missing or cannot be decoded; the message names the entry and the file.
     """
     if isinstance(item, np.ndarray):
         return Image.fromarray(np.ascontiguousarray(item)).convert("RGB")
     try:
         with Image.open(item) as image:
-            return image.convert("RGB")
+            image.load()
+            return to_rgb(image)
     except Exception as exc:  # PIL raises many exception types for a corrupt file
-        where = f" (item {index})" if index is not None else ""
-        raise DataError(f"cannot read image {item}{where}: {type(exc).__name__}: {exc}") from exc
+        if where is not None:
+            raise DataError(f"{where}: cannot read image {item}: {type(exc).__name__}: {exc}") from exc
+        at = f" (item {index})" if index is not None else ""
+        raise DataError(f"cannot read image {item}{at}: {type(exc).__name__}: {exc}") from exc
 
 
 class ImageDataset(Dataset):
@@ -109,7 +177,8 @@ class ImageDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} images")
         i %= len(self)
-        image = load_image(self.labelset.items[i], index=i)
+        where = self.labelset.where[i] if self.labelset.where is not None else None
+        image = load_image(self.labelset.items[i], index=i, where=where)
         if self.seed is None:
             sample = self._views(image)
         else:

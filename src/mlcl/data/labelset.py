@@ -24,6 +24,10 @@ class MultiLabelSet:
         ids: ``N`` identifiers (file names relative to the dataset root, or ``"builtin/test/17"``), used
             to record splits and to name predictions.
         source: Where the set came from (a path or ``builtin``), for messages.
+        meta: The reader's metadata.
+        where: ``N`` descriptions of the entries that listed the items, ``"<annotation file>:<line>"``
+            (``"labels.csv:12"``), named by the error of an image that fails to decode during training; or
+            ``None`` (then the error names the item's index).
     """
 
     class_names: list[str]
@@ -32,6 +36,7 @@ class MultiLabelSet:
     ids: list[str]
     source: str = ""
     meta: dict = field(default_factory=dict)
+    where: list[str] | None = None
 
     def __post_init__(self) -> None:
         check_targets(self.targets, name=f"targets of {self.source or 'dataset'}")
@@ -39,6 +44,8 @@ class MultiLabelSet:
         n = self.targets.shape[0]
         if len(self.items) != n or len(self.ids) != n:
             raise ValueError(f"{self.source}: {len(self.items)} items, {len(self.ids)} ids and {n} target rows differ")
+        if self.where is not None and len(self.where) != n:
+            raise ValueError(f"{self.source}: {len(self.where)} `where` entries for {n} items")
         if self.targets.shape[1] != len(self.class_names):
             raise ValueError(
                 f"{self.source}: {self.targets.shape[1]} target columns but {len(self.class_names)} class names"
@@ -67,8 +74,12 @@ class MultiLabelSet:
             ids=[self.ids[i] for i in idx],
             source=self.source,
             meta=dict(self.meta),
+            where=None if self.where is None else [self.where[i] for i in idx],
         )
 
     def with_targets(self, targets: Tensor) -> MultiLabelSet:
         """The same images with other targets (e.g. after a missing-label protocol)."""
-        return MultiLabelSet(list(self.class_names), targets, self.items, list(self.ids), self.source, dict(self.meta))
+        where = None if self.where is None else list(self.where)
+        return MultiLabelSet(
+            list(self.class_names), targets, self.items, list(self.ids), self.source, dict(self.meta), where
+        )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +21,25 @@ from mlcl.data.missing import apply_missing, summarize
 from mlcl.data.sources import load_dataset, split_for
 from mlcl.errors import ConfigError, DataError
 
-__all__ = ["SPLIT_FORMAT", "RunData", "holdout_split", "load_split", "prepare_run_data", "save_split"]
+__all__ = [
+    "OVERLAP_HASH_MAX_BYTES",
+    "SPLIT_FORMAT",
+    "RunData",
+    "check_overlap",
+    "holdout_split",
+    "load_split",
+    "prepare_run_data",
+    "save_split",
+]
 
 #: Value of the ``format`` key of a split file.
 SPLIT_FORMAT = "mlcl-split"
+
+#: :func:`check_overlap` compares file contents (SHA-1) when the image files of all sets total at most this
+#: many bytes; above it, only resolved paths are compared.
+OVERLAP_HASH_MAX_BYTES = 2 * 1024**3
+
+_SHOWN = 3  # examples named per pair of sets
 
 
 def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +129,102 @@ def load_split(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     return parts[0], parts[1]
 
 
+def _item_keys(s: MultiLabelSet, by_content: bool) -> list[list[str]]:
+    """The keys under which each item of ``s`` is compared: its resolved path, and its content hash."""
+    if isinstance(s.items, np.ndarray):  # in-memory images: the bytes of the array (and its shape)
+        return [["mem:" + hashlib.sha1(repr(a.shape).encode() + a.tobytes()).hexdigest()] for a in s.items]
+    keys = []
+    for p in s.items:
+        k = ["path:" + os.path.realpath(p)]
+        if by_content:
+            try:
+                with open(p, "rb") as handle:
+                    k.append("sha1:" + hashlib.sha1(handle.read()).hexdigest())
+            except OSError:
+                pass  # a missing file is not an overlap (check_images reports it)
+        keys.append(k)
+    return keys
+
+
+def _total_bytes(sets: Sequence[MultiLabelSet], limit: int) -> int:
+    total = 0
+    for s in sets:
+        if isinstance(s.items, np.ndarray):
+            continue
+        for p in s.items:
+            try:
+                total += os.stat(p).st_size
+            except OSError:
+                continue
+            if total > limit:
+                return total
+    return total
+
+
+def check_overlap(sets: dict[str, MultiLabelSet | None], *, hash_max_bytes: int = OVERLAP_HASH_MAX_BYTES) -> list[str]:
+    """Find images that two of the given sets share.
+
+    The rule: file items are compared by resolved path (``os.path.realpath``), and also by content (SHA-1
+    of the file bytes) when the files of all sets total at most ``hash_max_bytes``
+    (:data:`OVERLAP_HASH_MAX_BYTES`, 2 GiB: the check takes about 0.15 s on the 1500 MIML photos, 16 MB); in-memory
+    items (the built-in dataset's arrays) are compared by the SHA-1 of their bytes.
+
+    Args:
+        sets: ``{"training": train, "validation": val, "test": test}``; ``None`` entries are skipped.
+        hash_max_bytes: The content-hash limit.
+
+    Returns:
+        One description per pair of sets that share images, naming the count and up to 3 of them (by id;
+        ``a = b`` when the ids differ); empty when the sets are disjoint.
+    """
+    named = [(name, s) for name, s in sets.items() if s is not None]
+    by_content = _total_bytes([s for _, s in named], hash_max_bytes) <= hash_max_bytes
+    keyed = [(name, s, _item_keys(s, by_content)) for name, s in named]
+    found: list[str] = []
+    for a, (name_a, set_a, keys_a) in enumerate(keyed):
+        index: dict[str, int] = {}
+        for i, ks in enumerate(keys_a):
+            for k in ks:
+                index.setdefault(k, i)
+        for name_b, set_b, keys_b in keyed[a + 1 :]:
+            pairs = []
+            for j, ks in enumerate(keys_b):
+                hit = next((index[k] for k in ks if k in index), None)
+                if hit is not None:
+                    pairs.append((hit, j))
+            if pairs:
+                shown = [
+                    set_a.ids[i] if set_a.ids[i] == set_b.ids[j] else f"{set_a.ids[i]} = {set_b.ids[j]}"
+                    for i, j in pairs[:_SHOWN]
+                ]
+                more = ", ..." if len(pairs) > _SHOWN else ""
+                found.append(f"the {name_a} and {name_b} data share {len(pairs)} images ({', '.join(shown)}{more})")
+    return found
+
+
+def _select_saved(data: MultiLabelSet, saved_split: tuple[Sequence[str], Sequence[str]]) -> tuple[list[int], list[int]]:
+    """The rows of ``data`` named by a saved split's training and validation ids."""
+    row = {ident: i for i, ident in enumerate(data.ids)}
+    train_ids, val_ids = saved_split
+    absent = [ident for ident in (*train_ids, *val_ids) if ident not in row]
+    if absent:
+        shown = ", ".join(absent[:_SHOWN]) + (", ..." if len(absent) > _SHOWN else "")
+        raise DataError(
+            f"{data.source or 'the training data'}: {len(absent)} ids of the run's saved split are no longer in "
+            f"the data ({shown}): the data changed since the run started"
+        )
+    tr, va = [row[i] for i in train_ids], [row[i] for i in val_ids]
+    unused = len(data) - len(set(tr) | set(va))
+    if unused:
+        warnings.warn(
+            f"{data.source or 'the training data'}: {unused} images are in neither part of the run's saved split "
+            "and are not used (added since the run started)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return tr, va
+
+
 @dataclass
 class RunData:
     """The data of one run: the training, validation and (optional) test sets.
@@ -141,6 +254,8 @@ def prepare_run_data(
     missing: str = "none",
     missing_seed: int | None = None,
     check_images: bool = True,
+    allow_overlap: bool = False,
+    saved_split: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> RunData:
     """Load a run's training, validation and test sets from ``--data`` specs.
 
@@ -150,8 +265,30 @@ def prepare_run_data(
     its training split. The missing-label protocol (:func:`mlcl.data.missing.apply_missing`, seeded with
     ``missing_seed``, or ``seed`` when ``None``) is applied to the training targets only.
 
+    The sets must not share images (:func:`check_overlap`: by resolved path, and by content when affordable)
+    unless ``allow_overlap``. A class with no positive in the training targets (after the missing-label
+    protocol) gets a ``UserWarning`` naming it.
+
+    Args:
+        train_spec: The training data's ``--data`` spec.
+        val_spec: The validation data's spec, or ``None``.
+        test_spec: The test data's spec, or ``None``.
+        val_fraction: The hold-out fraction (when the validation data is held out).
+        seed: Seed of the hold-out (and of the missing-label protocol without ``missing_seed``).
+        missing: The missing-label protocol (``"none"`` for none).
+        missing_seed: The protocol's seed, or ``None``.
+        check_images: Check the images up front (see the readers).
+        allow_overlap: Allow the sets to share images.
+        saved_split: ``(train ids, val ids)`` of a run's ``split.json`` (:func:`load_split`): when the
+            validation data is a hold-out, its rows are selected by these ids instead of drawing the split
+            again, so that a resumed run keeps its split even if the data file's rows were reordered. Images
+            added since are left out (with a ``UserWarning``). Ignored when the validation data is not a
+            hold-out.
+
     Raises:
         ConfigError: The sets do not share one class list.
+        DataError: The sets share images (without ``allow_overlap``), or an id of ``saved_split`` is no
+            longer in the data.
     """
     train = load_dataset(train_spec, split_for(train_spec, "train"), check_images=check_images)
     holdout = False
@@ -161,8 +298,12 @@ def prepare_run_data(
     elif split_for(train_spec, "val") is not None:
         val = load_dataset(train_spec, "val", check_images=check_images)
     else:
-        tr_idx, va_idx = holdout_split(len(train), val_fraction, seed)
-        train, val, holdout = train.subset(tr_idx), train.subset(va_idx), True
+        if saved_split is not None:
+            tr_rows, va_rows = _select_saved(train, saved_split)
+        else:
+            tr_idx, va_idx = holdout_split(len(train), val_fraction, seed)
+            tr_rows, va_rows = tr_idx.tolist(), va_idx.tolist()
+        train, val, holdout = train.subset(tr_rows), train.subset(va_rows), True
     test: MultiLabelSet | None = None
     test_split = split_for(train_spec, "test")
     if test_spec is not None:
@@ -174,9 +315,27 @@ def prepare_run_data(
             raise ConfigError(
                 f"the {name} data ({s.source}) has classes {s.class_names}, the training data {train.class_names}"
             )
+    if not allow_overlap:
+        shared = check_overlap({"training": train, "validation": val, "test": test})
+        if shared:
+            raise DataError(
+                "; ".join(shared) + ". A shared image inflates the scores: fix the splits, or set "
+                "data.allow_overlap=true (allow_overlap=True) to allow it"
+            )
     summary = None
     if missing != "none":
         before = train.targets
         train = train.with_targets(apply_missing(before, missing, seed if missing_seed is None else missing_seed))
         summary = summarize(before, train.targets)
+    no_positive = [
+        name for name, n in zip(train.class_names, (train.targets == 1).sum(0).tolist(), strict=True) if n == 0
+    ]
+    if no_positive:
+        shown = ", ".join(no_positive[:10]) + (", ..." if len(no_positive) > 10 else "")
+        warnings.warn(
+            f"{len(no_positive)} of {train.num_classes} classes have no positive training label"
+            f"{' after the missing-label protocol' if missing != 'none' else ''}: {shown}",
+            UserWarning,
+            stacklevel=2,
+        )
     return RunData(train, val, test, holdout, summary)

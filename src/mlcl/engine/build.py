@@ -521,7 +521,9 @@ def resolve_data_defaults(cfg: Config, data: RunData) -> Config:
     return cfg
 
 
-def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Training:
+def build_training(
+    cfg: Config, device: torch.device, *, fresh: bool, saved_split: tuple[list[str], list[str]] | None = None
+) -> Training:
     """Resolve ``cfg`` and build a training stage's components, in the order that fixes the random streams.
 
     The order is: seed, data (hold-out split, missing labels), model (random initialisation), normalisation,
@@ -533,6 +535,7 @@ def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Trainin
         device: Where the model runs.
         fresh: A new run (``False`` when the state will be restored from a checkpoint: then neither
             ``train.init_from`` nor the linear probe runs, since the checkpoint holds the trained weights).
+        saved_split: A resumed run's ``split.json`` (train ids, val ids), for ``prepare_run_data``.
     """
     world = get_world_size()
     if cfg.train.batch_size % world:
@@ -549,6 +552,8 @@ def build_training(cfg: Config, device: torch.device, *, fresh: bool) -> Trainin
         missing=d.missing,
         missing_seed=d.missing_seed,
         check_images=d.check_images,
+        allow_overlap=d.allow_overlap,
+        saved_split=saved_split,
     )
     cfg = resolve_data_defaults(cfg, data)
     model = model_from_config(cfg, len(data.train.class_names)).to(device)

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as dist
 
+from mlcl.data.split import load_split
 from mlcl.distributed import get_rank, get_world_size, init_from_torchrun, is_main_process, resolve_device
 from mlcl.engine.build import Training, build_training, mulcon_stage_configs
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_checkpoint
@@ -228,7 +229,8 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     saved = load_checkpoint(run_dir / "last.pt") if resume else None
     if saved is not None:
         cfg = _stage_config(saved, cfg, run_dir / "last.pt")
-    t = build_training(cfg, device, fresh=saved is None)
+    resumed_split = load_split(run_dir / "split.json") if saved and (run_dir / "split.json").is_file() else None
+    t = build_training(cfg, device, fresh=saved is None, saved_split=resumed_split)
     cfg = t.cfg
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
