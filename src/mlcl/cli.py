@@ -401,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         commands[args.command](args)
     except MlclError as e:
         _fail(str(e))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        _fail(f"{e.strerror}: {e.filename}")
+    except OSError as e:  # an I/O failure outside the library's own checks: the file and the reason
+        reason = e.strerror or str(e) or type(e).__name__
+        _fail(f"{e.filename}: {reason}" if e.filename else reason)
     except KeyboardInterrupt:
         _fail("interrupted (a training run continues with `mlcl train --resume RUN_DIR`)")
     return 0

@@ -1,0 +1,213 @@
+"""Faults injected through the real command line: each ends in one line on stderr, and nothing earlier is lost.
+
+Every test runs ``mlcl.cli.main`` in-process (so that the fault can be patched in) and checks the exit status,
+that stderr holds exactly one line and no traceback, and that the files written before the fault are unchanged
+(byte for byte) with no temporary file left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlcl.cli import main
+from tests.helpers.synthetic import make_shapes_csv
+
+TINY = [
+    "--backbone",
+    "resnet10t",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "-o",
+    "train.device=cpu",
+    "-o",
+    "run.tensorboard=false",
+    "--no-progress",
+    "-o",
+    "data.num_workers=0",
+]
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run ``mlcl ARGV`` in-process: exit status, stdout, stderr."""
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = int(e.code) if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single ``mlcl: error:`` line of ``err`` (asserting there is no other line and no traceback)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mlcl: error: "), err
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_nothing_lost(folder: Path, before: dict[str, bytes]) -> None:
+    after = snapshot(folder)
+    for name, content in before.items():
+        assert name in after, f"{name} was removed"
+        assert after[name] == content, f"{name} was changed"
+    leftovers = [n for n in after if n.endswith(".tmp")]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shapes_csv(tmp_path_factory.mktemp("faults") / "data", n=24)
+
+
+@pytest.fixture(scope="module")
+def stopped_run_template(data_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run stopped after epoch 1 of 2 (``last.pt``, ``best.pt``, ``config.yaml``, ``log.jsonl``...)."""
+    run = tmp_path_factory.mktemp("template") / "run"
+    old = os.umask(0o022)
+    try:
+        argv = ["train", "--data", str(data_csv), "--epochs", "2", "-o", "train.stop_after=1", "--out", str(run)]
+        assert main([*argv, *TINY]) == 0
+    finally:
+        os.umask(old)
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    return run
+
+
+@pytest.fixture
+def stopped_run(stopped_run_template: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run_template, run)
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. files
+
+
+def test_outputs_honour_the_umask(stopped_run_template: Path) -> None:
+    """Written under umask 022, every output is 0644 (mkstemp alone gives 0600)."""
+    modes = {p.name: p.stat().st_mode & 0o777 for p in stopped_run_template.iterdir() if p.is_file()}
+    for name in ("best.pt", "last.pt", "config.yaml"):
+        assert modes[name] == 0o644, modes
+
+
+def test_atomic_write_mode_follows_a_stricter_umask(tmp_path: Path) -> None:
+    from mlcl._io import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def _failing_save(exc: BaseException):  # type: ignore[no-untyped-def]
+    """A torch.save that writes part of the file, then fails as a full disk does."""
+
+    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        with open(str(f), "wb") as handle:
+            handle.write(b"PK\x03\x04 half a checkpoint")
+        raise exc
+
+    return save
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:603] . unexpected pos 1024 vs 512"
+            " PytorchStreamWriter failed writing file data/3: file write failed"
+        ),
+    ],
+    ids=["ENOSPC", "torch-enforce-fail"],
+)
+def test_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous_files(
+    stopped_run: Path, exc: BaseException, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(stopped_run)
+    monkeypatch.setattr(torch, "save", _failing_save(exc))
+    rc, _, err = cli(["train", "--resume", str(stopped_run), *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert "no space left on the device" in line, line
+    assert f"cannot write {stopped_run}" in line and ".tmp" not in line, line
+    assert "is unchanged" in line, line
+    assert_nothing_lost(stopped_run, before)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT])
+def test_read_only_or_forbidden_folder_is_one_line_naming_the_target(
+    stopped_run: Path, code: int, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final rename fails (as on a read-only file system, or without permission): simulated, root-proof."""
+    before = snapshot(stopped_run)
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).startswith(str(stopped_run)):
+            raise OSError(code, os.strerror(code), str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    rc, _, err = cli(["train", "--resume", str(stopped_run), *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert f"cannot write {stopped_run}" in line and ".tmp" not in line, line
+    reason = "disk quota exceeded" if code == errno.EDQUOT else os.strerror(code)
+    assert reason in line, line
+    assert_nothing_lost(stopped_run, before)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into a 0o555 folder")
+def test_real_read_only_folder(stopped_run: Path, capsys: pytest.CaptureFixture) -> None:
+    before = snapshot(stopped_run)
+    stopped_run.chmod(0o555)
+    try:
+        rc, _, err = cli(["train", "--resume", str(stopped_run), *TINY], capsys)
+    finally:
+        stopped_run.chmod(0o755)
+    assert rc == 2
+    line = one_error_line(err)
+    assert f"cannot write {stopped_run}" in line and "Permission denied" in line, line
+    assert_nothing_lost(stopped_run, before)
+
+
+def test_predict_out_into_a_full_disk_keeps_the_previous_csv(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "pred.csv"
+    out.write_text("previous predictions\n")
+    import builtins
+
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "w" in mode and Path(str(file)).name.startswith(".pred.csv."):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    images = str(data_csv.parent / "images")
+    rc, _, err = cli(["predict", str(stopped_run / "best.pt"), images, "--out", str(out), "--device", "cpu"], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert line == f"mlcl: error: cannot write {out}: no space left on the device (the previous {out} is unchanged)"
+    assert out.read_text() == "previous predictions\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
