@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +212,83 @@ def test_predict_out_into_a_full_disk_keeps_the_previous_csv(
     assert line == f"mlcl: error: cannot write {out}: no space left on the device (the previous {out} is unchanged)"
     assert out.read_text() == "previous predictions\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. checkpoints
+
+
+def _eval_argv(checkpoint: Path, data_csv: Path, tmp_path: Path) -> list[str]:
+    out = tmp_path / "eval.json"
+    return ["eval", str(checkpoint), "--data", str(data_csv), "--device", "cpu", "--workers", "0", "--out", str(out)]
+
+
+def test_flipped_bytes_are_a_checksum_mismatch(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    best = stopped_run / "best.pt"
+    raw = bytearray(best.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(raw), size=1000, replace=False):
+        raw[i] ^= 0xFF
+    best.write_bytes(bytes(raw))
+    rc, out, err = cli(_eval_argv(best, data_csv, tmp_path), capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert line.startswith(f"mlcl: error: checkpoint {best} is corrupt (checksum mismatch): "), line
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_truncated_checkpoint_is_one_line(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    best = stopped_run / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    rc, _, err = cli(_eval_argv(best, data_csv, tmp_path), capsys)
+    assert rc == 2
+    assert f"checkpoint {best} is corrupt or truncated" in one_error_line(err)
+
+
+def test_foreign_state_dict_is_not_an_mlcl_checkpoint(
+    data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    foreign = tmp_path / "resnet.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), foreign)
+    rc, _, err = cli(_eval_argv(foreign, data_csv, tmp_path), capsys)
+    assert rc == 2
+    assert f"{foreign} is not an mlcl checkpoint" in one_error_line(err)
+
+
+def test_checkpoint_checksum_is_verified_and_old_checkpoints_load(stopped_run: Path, tmp_path: Path) -> None:
+    """The stored digest is the SHA-256 of the payload (hashlib, independently); a pre-checksum file loads."""
+    import hashlib
+
+    from mlcl.engine.checkpoint import FORMAT, load_checkpoint
+
+    wrapped = torch.load(stopped_run / "best.pt", weights_only=True)
+    assert set(wrapped) == {"format", "sha256", "payload"} and wrapped["format"] == FORMAT
+    assert wrapped["sha256"] == hashlib.sha256(wrapped["payload"].numpy().tobytes()).hexdigest()
+    inner = load_checkpoint(stopped_run / "best.pt")
+    torch.save({k: v for k, v in inner.items() if k != "path"}, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old["class_names"] == inner["class_names"]
+    for k, v in inner["model"].items():
+        assert torch.equal(old["model"][k], v)
+
+
+def _csv_without_last_class(data_csv: Path, out: Path) -> Path:
+    rows = [line.split(",") for line in data_csv.read_text().splitlines()]
+    out.write_text("\n".join(",".join(r[:-1]) for r in rows) + "\n")
+    return out
+
+
+def test_init_from_with_another_class_count_is_one_line_naming_both(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fewer = _csv_without_last_class(data_csv, data_csv.parent / "fewer.csv")
+    n = len(data_csv.read_text().splitlines()[0].split(",")) - 1
+    argv = ["train", "--data", str(fewer), "--epochs", "1", "--init-from", str(stopped_run / "best.pt")]
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert f"the checkpoint has {n} classes, the data has {n - 1}" in line, line
