@@ -292,3 +292,54 @@ def test_init_from_with_another_class_count_is_one_line_naming_both(
     assert rc == 2
     line = one_error_line(err)
     assert f"the checkpoint has {n} classes, the data has {n - 1}" in line, line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. --weights that do not fit the backbone
+
+
+def test_weights_of_an_mlcl_checkpoint_are_refused(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["train", "--data", str(data_csv), "--epochs", "1", "--weights", str(stopped_run / "best.pt")]
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert f"--weights {stopped_run / 'best.pt'}" in line and "--init-from" in line, line
+    assert not list((tmp_path / "run2").glob("*.pt"))
+
+
+def test_weights_of_another_architecture_are_refused(
+    data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import timm
+
+    other = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), other)
+    target = [k for k in timm.create_model("resnet10t", num_classes=0).state_dict() if "num_batches" not in k]
+    argv = ["train", "--data", str(data_csv), "--epochs", "1", "--weights", str(other)]
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert f"--weights {other}: " in line and f"of {len(target)} resnet10t backbone tensors match" in line, line
+
+
+def test_matching_weights_are_loaded_exactly_and_a_small_gap_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import timm
+
+    from mlcl.models.backbone import TimmBackbone
+
+    source = timm.create_model("resnet10t", num_classes=1000)  # with its classifier, as published weights are
+    torch.nn.init.normal_(source.conv1[0].weight)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    loaded = TimmBackbone("resnet10t", weights=str(tmp_path / "w.pth")).model.state_dict()
+    for k, v in loaded.items():
+        assert torch.equal(v, source.state_dict()[k]), k
+    assert not caplog.records
+    partial = {k: v for k, v in source.state_dict().items() if k != "conv1.0.weight"}
+    torch.save(partial, tmp_path / "partial.pth")
+    with caplog.at_level("WARNING", logger="mlcl"):
+        TimmBackbone("resnet10t", weights=str(tmp_path / "partial.pth"))
+    assert "1 keep their random initialisation: conv1.0.weight" in caplog.text

@@ -102,7 +102,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-data", help="validation data (default: the dataset's own, else a seeded 10%% hold-out)")
     t.add_argument("--test-data", help="data evaluated at the end with the best checkpoint")
     t.add_argument("--backbone", help="timm model name")
-    t.add_argument("--weights", help="local backbone weights (state dict) loaded through timm")
+    t.add_argument(
+        "--weights",
+        help="local backbone weights (a timm state dict of this architecture); refused when under 90%% of the "
+        "backbone's tensors match by name and shape, a warning names the others (an mlcl checkpoint: --init-from)",
+    )
     t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
     t.add_argument("--head", choices=_choices(TRAIN_FLAGS["head"]))
     t.add_argument("--image-size", type=int)
