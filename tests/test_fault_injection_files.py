@@ -343,3 +343,64 @@ def test_matching_weights_are_loaded_exactly_and_a_small_gap_warns(
     with caplog.at_level("WARNING", logger="mlcl"):
         TimmBackbone("resnet10t", weights=str(tmp_path / "partial.pth"))
     assert "1 keep their random initialisation: conv1.0.weight" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. --pretrained without network
+
+
+def _offline_errors() -> list[BaseException]:
+    import httpx2
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    return [
+        LocalEntryNotFoundError(
+            "An error happened while trying to locate the file on the Hub and we cannot find the requested files"
+            " in the local cache.\nPlease check your connection and try again."
+        ),
+        OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled."),
+        httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"),
+        OSError(errno.ENETUNREACH, "Network is unreachable"),
+        FileNotFoundError(),  # no message, no filename: once printed as "None: None"
+    ]
+
+
+@pytest.mark.parametrize("exc", _offline_errors(), ids=lambda e: type(e).__name__)
+def test_pretrained_without_network_is_one_line(
+    exc: BaseException, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import timm.models._builder as builder
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    for fn in ("load_state_dict_from_hf", "load_state_dict_from_url", "download_cached_file", "load_custom_from_hf"):
+        monkeypatch.setattr(builder, fn, offline)
+    argv = ["train", "--data", str(data_csv), "--epochs", "1", "--pretrained", "--out", str(tmp_path / "run")]
+    rc, _, err = cli([*argv, *TINY], capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert line.startswith("mlcl: error: cannot download pretrained weights for resnet10t: no network? use --weights")
+    assert "None: None" not in line
+
+
+def test_hub_retry_window_is_shortened_only_during_the_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.file_download as fd
+    import timm.models._builder as builder
+
+    from mlcl.models.backbone import HUB_RETRY_SECONDS, TimmBackbone
+
+    seen = []
+
+    def offline(*args: object, **kwargs: object) -> None:
+        seen.append(fd._ETAG_RETRY_TIMEOUT)
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", offline)
+    monkeypatch.setattr(builder, "load_state_dict_from_url", offline)
+    before = fd._ETAG_RETRY_TIMEOUT
+    with pytest.raises(Exception, match="cannot download pretrained weights"):
+        TimmBackbone("resnet10t", pretrained=True)
+    restored = fd._ETAG_RETRY_TIMEOUT
+    assert seen == [min(before, HUB_RETRY_SECONDS)]
+    assert restored == before

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,10 +65,19 @@ class TimmBackbone(nn.Module):
         try:
             # Any: timm's models share a duck-typed interface (num_features, forward_features, forward_head) that
             # `create_model`'s declared return type, nn.Module, does not carry.
-            self.model = cast(Any, timm.create_model(name, pretrained=pretrained, **kwargs))
+            with _quick_hub() if pretrained else contextlib.nullcontext():
+                self.model = cast(Any, timm.create_model(name, pretrained=pretrained, **kwargs))
         except RuntimeError as e:
             src = weights if weights is not None else f"timm's pretrained weights for {name}"
             raise ConfigError(f"cannot load {src} into {name}: {str(e).splitlines()[0]}") from None
+        except Exception as e:
+            if not (pretrained and _is_download_failure(e)):
+                raise
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(
+                f"cannot download pretrained weights for {name}: no network? use --weights FILE "
+                f"({type(e).__name__}{': ' + first if first else ''})"
+            ) from None
         if path is not None:
             _load_weights(self.model, name, path, weights or str(path))
         self.name = name
@@ -158,3 +169,42 @@ def _filtered(state: dict, model: nn.Module, name: str) -> dict:
     except Exception:  # noqa: BLE001 - a filter that does not apply to this file: use it as it is
         return state
     return out if isinstance(out, dict) else state
+
+
+#: Seconds huggingface_hub keeps retrying a metadata request when the file is not cached (its default: 60).
+HUB_RETRY_SECONDS = 5
+
+
+@contextlib.contextmanager
+def _quick_hub() -> Iterator[None]:
+    """Quieter, shorter downloads while timm fetches pretrained weights.
+
+    huggingface_hub retries for :data:`HUB_RETRY_SECONDS` instead of a minute, and its retry warnings
+    (``Retrying in 1s [Retry 1/5]``...) are not shown; a failure is reported once, by the caller.
+    """
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    fd = sys.modules.get("huggingface_hub.file_download")
+    if fd is None:
+        with contextlib.suppress(ImportError):
+            import huggingface_hub.file_download as fd
+    retry = getattr(fd, "_ETAG_RETRY_TIMEOUT", None)
+    if retry is not None:
+        fd._ETAG_RETRY_TIMEOUT = min(retry, HUB_RETRY_SECONDS)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
+        if retry is not None:
+            fd._ETAG_RETRY_TIMEOUT = retry  # type: ignore[union-attr]
+
+
+_NETWORK_MODULES = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "httpcore", "urllib")
+
+
+def _is_download_failure(e: BaseException) -> bool:
+    """An error of a download: the network, the hub, or the local cache it falls back to."""
+    if isinstance(e, (OSError, ConnectionError, TimeoutError)):
+        return True
+    return any(t.__module__.split(".")[0] in _NETWORK_MODULES for t in type(e).__mro__)
