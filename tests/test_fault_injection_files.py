@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -404,3 +406,117 @@ def test_hub_retry_window_is_shortened_only_during_the_download(monkeypatch: pyt
     restored = fd._ETAG_RETRY_TIMEOUT
     assert seen == [min(before, HUB_RETRY_SECONDS)]
     assert restored == before
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. console
+
+
+def _run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m mlcl ARGV`` with stdout a pipe whose reader is already gone (``mlcl ... | head``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "mlcl", *argv], stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=300
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("what", ["backbones", "losses"])
+def test_closed_pipe_ends_quietly_with_141(what: str) -> None:
+    done = _run_into_closed_pipe(["list", what])
+    assert done.returncode == 141, done.stderr.decode()
+    assert done.stderr == b""
+
+
+def test_closed_pipe_during_simulate_missing_ends_quietly(data_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "missing.csv"
+    done = _run_into_closed_pipe(
+        ["data", "simulate-missing", str(data_csv), "--protocol", "drop:0.5", "--out", str(out)]
+    )
+    assert done.returncode == 141, done.stderr.decode()
+    assert done.stderr == b""
+    assert out.is_file()  # written before the summary was printed
+
+
+def test_closed_pipe_in_process_returns_141(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["list", "heads"]) == 141
+
+
+@pytest.mark.parametrize("argv", [["train", "-v", "--help"], ["-v", "train", "--help"], ["eval", "--verbose", "-h"]])
+def test_verbose_is_accepted_after_the_subcommand(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    rc, out, err = cli(argv, capsys)
+    assert rc == 0 and err == "" and out.startswith("usage: mlcl")
+
+
+def test_verbose_after_the_subcommand_sets_verbose() -> None:
+    from mlcl.cli import _build_parser
+
+    parser = _build_parser()
+    assert parser.parse_args(["train", "-v"]).verbose is True
+    assert parser.parse_args(["-v", "train"]).verbose is True
+    assert parser.parse_args(["train"]).verbose is False
+    assert parser.parse_args(["data", "simulate-missing", "x", "--protocol", "p", "--out", "o", "-v"]).verbose is True
+
+
+def test_list_losses_is_plain_text(capsys: pytest.CaptureFixture) -> None:
+    rc, out, _ = cli(["list", "losses"], capsys)
+    assert rc == 0
+    assert "`" not in out and ":func:" not in out and ":class:" not in out
+    assert 'bce-an     BCELoss with unknown="negative" by default' in out
+
+
+def _with_an_empty_class(data_csv: Path, out: Path) -> Path:
+    rows = [line.split(",") for line in data_csv.read_text().splitlines()]
+    out.write_text("\n".join(",".join(r if i == 0 else [*r[:-1], "0"]) for i, r in enumerate(rows)) + "\n")
+    return out
+
+
+def test_warnings_are_one_readable_line(
+    stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A UserWarning of the library (a class without positives) is one `mlcl: warning:` line, no source line."""
+    data = _with_an_empty_class(data_csv, data_csv.parent / "empty_class.csv")
+    argv = ["eval", str(stopped_run / "best.pt"), "--data", str(data), "--device", "cpu", "--workers", "0"]
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "m.json")], capsys)
+    assert rc == 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mlcl: warning: 1 of ") and "have no observed positive" in lines[0], err
+    assert "warnings.warn" not in err and "UserWarning" not in err
+
+
+def test_eval_names_its_output_after_the_data_and_keeps_other_datasets(
+    stopped_run: Path, data_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    other = data_csv.parent / "other.csv"
+    other.write_text(data_csv.read_text())
+    base = ["--device", "cpu", "--workers", "0"]
+    for data in (data_csv, other):
+        rc, out, err = cli(["eval", str(stopped_run / "best.pt"), "--data", str(data), *base], capsys)
+        assert rc == 0, err
+    first = stopped_run / f"eval_{data_csv.stem}.json"
+    second = stopped_run / "eval_other.json"
+    assert json.loads(first.read_text())["data"] != json.loads(second.read_text())["data"]
+    # the same data again updates its own file; a file of other data under that name is kept, in one line
+    rc, _, err = cli(["eval", str(stopped_run / "best.pt"), "--data", str(other), *base], capsys)
+    assert rc == 0, err
+    second.write_text(first.read_text())  # now eval_other.json holds the first dataset's metrics
+    before = snapshot(stopped_run)
+    rc, _, err = cli(["eval", str(stopped_run / "best.pt"), "--data", str(other), *base], capsys)
+    assert rc == 2
+    assert "give --out FILE" in one_error_line(err)
+    assert_nothing_lost(stopped_run, before)
