@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -520,3 +521,53 @@ def test_eval_names_its_output_after_the_data_and_keeps_other_datasets(
     assert rc == 2
     assert "give --out FILE" in one_error_line(err)
     assert_nothing_lost(stopped_run, before)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. per-epoch console output
+
+
+def test_run_log_without_a_terminal_writes_plain_lines_and_one_line_per_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlcl.engine.run_log import RunLog
+
+    run_log = RunLog(tmp_path, enabled=True, tensorboard=False, progress=True)
+    with caplog.at_level("INFO", logger="mlcl"):
+        for epoch in (1, 2):
+            run_log.start_epoch(8, f"epoch {epoch}/2")
+            for step in range(8):
+                run_log.step(step, {"loss": 0.5 - 0.01 * step})
+            val = {"model": {"mAP": 0.5, "CF1": 0.4, "OF1": 0.45}, "ema": {"mAP": 0.931, "CF1": 0.8, "OF1": 0.85}}
+            run_log.end_epoch({"epoch": epoch, "train": {"loss": 0.1234}, "val": val, "time_s": 41.23})
+        run_log.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    progress = err.splitlines()
+    pattern = re.compile(r"epoch ([12])/2: ([2468])/8 steps \((\d+)%\)  loss \d\.\d{4}  \d+\.\d s")
+    matches = [pattern.fullmatch(line) for line in progress]
+    assert all(matches), progress
+    assert [(m.group(1), m.group(2), m.group(3)) for m in matches if m] == [
+        (e, k, str(25 * int(k) // 2)) for e in "12" for k in "2468"
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:2] == [
+        f"epoch {e}/2  loss 0.1234  val mAP 93.1 (ema)  CF1 80.0  OF1 85.0  41.2 s" for e in (1, 2)
+    ], messages
+    assert len(messages) == 3 and messages[2].startswith("2 epoch(s) in "), messages
+
+
+def test_train_prints_one_plain_line_per_epoch_and_the_total_time(data_csv: Path, tmp_path: Path) -> None:
+    """Through the real CLI with stderr a pipe (not a terminal), progress bar on, no -v."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    tiny = [a for a in TINY if a != "--no-progress"]
+    argv = ["train", "--data", str(data_csv), "--epochs", "2", "--out", str(tmp_path / "run"), *tiny]
+    done = subprocess.run(
+        [sys.executable, "-m", "mlcl", *argv], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    epoch_lines = [line for line in done.stderr.splitlines() if line.startswith("epoch ") and " steps (" not in line]
+    assert [line.split("  ")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"], done.stderr
+    assert all(" loss " in line and " val mAP " in line and line.endswith(" s") for line in epoch_lines)
+    assert done.stderr.splitlines()[-1].startswith("2 epoch(s) in "), done.stderr

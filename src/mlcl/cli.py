@@ -448,12 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    mlcl_log = logging.getLogger("mlcl")
+    mlcl_level = mlcl_log.level
+    if args.command == "train" and not args.verbose:  # one line per epoch and the total time, by default
+        mlcl_log.setLevel(logging.INFO)
     show_warning = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
         return _run(_command_for(args), args)
     finally:
         warnings.showwarning = show_warning
+        mlcl_log.setLevel(mlcl_level)
 
 
 def _command_for(args: argparse.Namespace) -> Any:
