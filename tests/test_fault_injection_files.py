@@ -121,10 +121,14 @@ def test_atomic_write_mode_follows_a_stricter_umask(tmp_path: Path) -> None:
 
 
 def _failing_save(exc: BaseException):  # type: ignore[no-untyped-def]
-    """A torch.save that writes part of the file, then fails as a full disk does."""
+    """A torch.save that writes part of a file on disk, then fails as a full disk does (buffers are unaffected)."""
+    real_save = torch.save
 
     def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        with open(str(f), "wb") as handle:
+        if not isinstance(f, (str, os.PathLike)):
+            real_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+            return
+        with open(f, "wb") as handle:
             handle.write(b"PK\x03\x04 half a checkpoint")
         raise exc
 
