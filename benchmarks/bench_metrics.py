@@ -7,11 +7,17 @@ positives); ``--unknown`` turns a fraction of the targets into -1 (default 0, as
 asserted equal to sklearn's (per class, 1e-12 in float64) before any timing is printed. Times are medians over
 ``--repeats`` runs after one warm-up, both wall-clock and process CPU time (CPU time is the steadier figure on a
 shared machine; with several threads it adds up the threads' time).
+
+The last section times the same mAP idle and with ``--burners`` competing CPU-burning processes (started by the
+benchmark), interleaved (idle, loaded, idle, loaded... ``--repeats`` rounds), medians: scikit-learn's per-class
+loop, mlcl as shipped (one intra-op thread inside the metric functions) and mlcl's kernel on torch's default
+thread pool (what the functions did before they chose their threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +54,38 @@ def sklearn_map(scores: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndar
     return float(aps_arr.mean()), aps_arr
 
 
+def _burn() -> None:
+    while True:
+        sum(range(10_000))
+
+
+def idle_and_loaded(
+    fns: dict[str, Callable[[], object]], repeats: int, burners: int
+) -> dict[str, dict[str, list[float]]]:
+    """Wall-clock seconds of each ``fn``, idle and with ``burners`` CPU-burning processes, interleaved by round."""
+    times: dict[str, dict[str, list[float]]] = {name: {"idle": [], "loaded": []} for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for condition in ("idle", "loaded"):
+            procs = [mp.Process(target=_burn, daemon=True) for _ in range(burners if condition == "loaded" else 0)]
+            for proc in procs:
+                proc.start()
+            if procs:
+                time.sleep(0.2)  # let them reach full speed
+            try:
+                for name, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name][condition].append(time.perf_counter() - t0)
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.join()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40137)
@@ -56,6 +94,7 @@ def main() -> None:
     parser.add_argument("--unknown", type=float, default=0.0, help="fraction of unknown (-1) targets")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--burners", type=int, default=1, help="CPU-burning processes of the loaded case")
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -85,19 +124,31 @@ def main() -> None:
     t_sk = median_time(lambda: sklearn_map(scores, targets), args.repeats)
     print(f"sklearn per-class loop (float32 scores)            {fmt(t_sk)}")
     default_threads = torch.get_num_threads()
-    for threads in sorted({default_threads, 1}, reverse=True):
-        torch.set_num_threads(threads)
-        t_ours = median_time(lambda: mean_average_precision(s32, t), args.repeats)
-        print(
-            f"mlcl mean_average_precision, {threads} thread(s)         {fmt(t_ours)}  "
-            f"speedup x{t_sk[0] / t_ours[0]:.1f} (wall), x{t_sk[1] / t_ours[1]:.1f} (cpu)"
-        )
-        for variant in ("voc11", "mlgcn"):
-            tv = median_time(lambda v=variant: average_precision(s32, t, variant=v), args.repeats)
-            print(f"    average_precision variant={variant:6s}            {fmt(tv)}")
-        tr = median_time(lambda: compute_metrics(s32, t, None), args.repeats)
-        print(f"    compute_metrics (full report incl. top-3)     {fmt(tr)}")
-    torch.set_num_threads(default_threads)
+    t_ours = median_time(lambda: mean_average_precision(s32, t), args.repeats)
+    print(
+        f"mlcl mean_average_precision (one thread inside)   {fmt(t_ours)}  "
+        f"speedup x{t_sk[0] / t_ours[0]:.1f} (wall), x{t_sk[1] / t_ours[1]:.1f} (cpu)"
+    )
+    for variant in ("voc11", "mlgcn"):
+        tv = median_time(lambda v=variant: average_precision(s32, t, variant=v), args.repeats)
+        print(f"    average_precision variant={variant:6s}            {fmt(tv)}")
+    tr = median_time(lambda: compute_metrics(s32, t, None), args.repeats)
+    print(f"    compute_metrics (full report incl. top-3)     {fmt(tr)}")
+
+    pool_map = mean_average_precision.__wrapped__  # type: ignore[attr-defined]  # the kernel, threads as set
+    fns: dict[str, Callable[[], object]] = {
+        "sklearn per-class loop": lambda: sklearn_map(scores, targets),
+        "mlcl (one thread inside)": lambda: mean_average_precision(s32, t),
+        f"mlcl kernel on {default_threads} threads": lambda: pool_map(s32, t),
+    }
+    print(
+        f"\nmAP idle vs loaded ({args.burners} CPU-burning process(es) started by the benchmark), interleaved, "
+        f"medians of {args.repeats} rounds, wall-clock:"
+    )
+    times = idle_and_loaded(fns, args.repeats, args.burners)
+    for name, by in times.items():
+        idle, loaded = statistics.median(by["idle"]), statistics.median(by["loaded"])
+        print(f"    {name:<28} idle {idle * 1e3:8.1f} ms | loaded {loaded * 1e3:8.1f} ms  (x{loaded / idle:.1f})")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
 """The ``mlcl`` command line: train, eval, predict, data, config, list.
 
 The CLI parses arguments, turns them into a configuration and calls the library; errors are reported as one
-line (``mlcl: error: ...``) with exit status 2.
+line (``mlcl: error: ...``) with exit status 2, warnings as one line (``mlcl: warning: ...``). When the reader
+of the output goes away (``mlcl list backbones | head``), the command stops quietly with exit status 141
+(128 + SIGPIPE, what a shell reports for a command killed by a closed pipe).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import json
 import logging
+import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -65,6 +71,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+#: Exit status when stdout is a closed pipe (128 + SIGPIPE, as a shell reports a command killed by SIGPIPE).
+EXIT_BROKEN_PIPE = 141
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of the CLI: one readable line, without the source line that raised it."""
+    text = " ".join(str(message).split())
+    (file or sys.stderr).write(f"mlcl: warning: {text}\n")
+
+
+def _plain(doc: str) -> str:
+    """A docstring line's reST markup as plain text: ``:func:`x` `` -> ``x``, double backticks dropped."""
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], doc)
+    return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", doc)
+
+
 def _fail(message: str) -> NoReturn:
     sys.stderr.write(f"mlcl: error: {message}\n")
     raise SystemExit(2)
@@ -82,10 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="mlcl", description="Multi-label image classification with contrastive learning and missing labels."
     )
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (INFO lines of every component)")
+    # -v is accepted after the subcommand too (`mlcl train -v`); SUPPRESS keeps a top-level -v when it is absent
+    verbose = _Parser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model (default: on the built-in dataset)")
+    t = sub.add_parser("train", help="train a model (default: on the built-in dataset)", parents=[verbose])
     t.add_argument("--config", help="YAML configuration file")
     t.add_argument(
         "-o",
@@ -102,7 +134,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-data", help="validation data (default: the dataset's own, else a seeded 10%% hold-out)")
     t.add_argument("--test-data", help="data evaluated at the end with the best checkpoint")
     t.add_argument("--backbone", help="timm model name")
-    t.add_argument("--weights", help="local backbone weights (state dict) loaded through timm")
+    t.add_argument(
+        "--weights",
+        help="local backbone weights (a timm state dict of this architecture); refused when under 90%% of the "
+        "backbone's tensors match by name and shape, a warning names the others (an mlcl checkpoint: --init-from)",
+    )
     t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
     t.add_argument("--head", choices=_choices(TRAIN_FLAGS["head"]))
     t.add_argument("--image-size", type=int)
@@ -135,17 +171,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint")
+    e = sub.add_parser("eval", help="evaluate a checkpoint", parents=[verbose])
     e.add_argument("checkpoint")
     e.add_argument("--data", required=True, help="builtin (its test split), a CSV file, or KIND:PATH")
-    e.add_argument("--out", help="metrics JSON (default: eval_metrics.json beside the checkpoint)")
+    e.add_argument(
+        "--out",
+        help="metrics JSON (default: eval_<data>.json beside the checkpoint, named after the data, e.g. "
+        "eval_val.json for val.csv; an existing one from other data is not overwritten)",
+    )
     e.add_argument("--threshold", type=float, default=None)
     e.add_argument("--ap-variant", choices=_choices(EVAL_FLAGS["ap_variant"]), default=None)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=2)
 
-    pr = sub.add_parser("predict", help="predict labels of images")
+    pr = sub.add_parser("predict", help="predict labels of images", parents=[verbose])
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+", help="image files or folders")
     g = pr.add_mutually_exclusive_group()
@@ -157,20 +197,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--device", default="auto")
 
-    d = sub.add_parser("data", help="data tools")
+    d = sub.add_parser("data", help="data tools", parents=[verbose])
     dsub = d.add_subparsers(dest="data_command", parser_class=_Parser)
-    sm = dsub.add_parser("simulate-missing", help="apply a missing-label protocol to a label file")
+    sm = dsub.add_parser("simulate-missing", help="apply a missing-label protocol to a label file", parents=[verbose])
     sm.add_argument("labels", help="a CSV label file, builtin, or KIND:PATH")
     sm.add_argument("--protocol", required=True)
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True, help="output CSV label file (unknown entries are -1)")
 
-    c = sub.add_parser("config", help="show or validate configurations")
+    c = sub.add_parser("config", help="show or validate configurations", parents=[verbose])
     csub = c.add_subparsers(dest="config_command", parser_class=_Parser)
-    cs = csub.add_parser("show", help="print the resolved configuration")
+    cs = csub.add_parser("show", help="print the resolved configuration", parents=[verbose])
     cs.add_argument("--config")
     cs.add_argument("-o", "--override", action="append", default=[])
-    cv = csub.add_parser("validate", help="check configuration files and build their components on CPU")
+    cv = csub.add_parser(
+        "validate", help="check configuration files and build their components on CPU", parents=[verbose]
+    )
     cv.add_argument("files", nargs="+")
     cv.add_argument(
         "--no-build",
@@ -178,7 +220,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="do not build the model (keys, types, ranges, the objective, schedule, head and optimiser are checked)",
     )
 
-    ls = sub.add_parser("list", help="list losses, protocols, datasets, heads or backbones")
+    ls = sub.add_parser("list", help="list losses, protocols, datasets, heads or backbones", parents=[verbose])
     ls.add_argument("what", choices=["losses", "protocols", "datasets", "heads", "backbones"])
     ls.add_argument("pattern", nargs="?", default="*", help="filter for backbones (e.g. '*resnet*')")
     return p
@@ -289,15 +331,32 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         pred.model, loader, device, pred.class_names, threshold=run.threshold, ap_variant=run.ap_variant
     )
     metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval_metrics.json"
-    if Path(args.checkpoint).is_dir() and not args.out:
-        out = Path(args.checkpoint) / "eval_metrics.json"
+    out = Path(args.out) if args.out else _default_eval_out(Path(args.checkpoint), args.data, metrics["data"])
     from mlcl._io import atomic_write_text
 
     atomic_write_text(out, json.dumps(metrics, indent=2))
     print(f"metrics on {data.source or args.data} (in %):")
     print(_format_table(metrics))
     print(f"written to {out}")
+
+
+def _default_eval_out(checkpoint: Path, spec: str, source: str) -> Path:
+    """``eval_<data>.json`` beside the checkpoint; an existing one that holds another dataset's metrics is kept."""
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.resolve().parent
+    kind, sep, rest = spec.partition(":")
+    stem = f"{kind}-{Path(rest).stem}" if sep and len(kind) > 1 else Path(spec).stem
+    out = folder / f"eval_{re.sub(r'[^A-Za-z0-9._-]+', '_', stem) or 'data'}.json"
+    if out.is_file():
+        try:
+            previous = json.loads(out.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous != source:
+            raise MlclError(
+                f"{out} holds the metrics of other data ({previous or 'unreadable'}); "
+                "give --out FILE to write these ones elsewhere"
+            )
+    return out
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -377,7 +436,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         from mlcl.losses import LOSSES
 
         for name, cls in LOSSES.items():
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            doc = _plain((cls.__doc__ or "").strip().splitlines()[0]) if cls.__doc__ else ""
             print(f"{name:<10} {doc}")
         print("(any of them + clml, e.g. hill+clml)")
     elif args.what == "protocols":
@@ -415,6 +474,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    mlcl_log = logging.getLogger("mlcl")
+    mlcl_level = mlcl_log.level
+    if args.command == "train" and not args.verbose:  # one line per epoch and the total time, by default
+        mlcl_log.setLevel(logging.INFO)
+    show_warning = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _run(_command_for(args), args)
+    finally:
+        warnings.showwarning = show_warning
+        mlcl_log.setLevel(mlcl_level)
+
+
+def _command_for(args: argparse.Namespace) -> Any:
+    """The function that runs ``args.command``."""
     commands = {
         "train": _cmd_train,
         "eval": _cmd_eval,
@@ -423,15 +497,26 @@ def main(argv: list[str] | None = None) -> int:
         "config": _cmd_config,
         "list": _cmd_list,
     }
+    return commands[args.command]
+
+
+def _run(command: Any, args: argparse.Namespace) -> int:
     try:
-        commands[args.command](args)
+        command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except TrainingInterrupted as e:  # a graceful stop: the state is saved, the line says how to continue
         sys.stderr.write(f"mlcl: {e}\n")
         return e.exit_status
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so that the final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a descriptor: captured
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except MlclError as e:
         _fail(str(e))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        _fail(f"{e.strerror}: {e.filename}")
+    except OSError as e:  # an I/O failure outside the library's own checks: the file and the reason
+        reason = e.strerror or str(e) or type(e).__name__
+        _fail(f"{e.filename}: {reason}" if e.filename else reason)
     except KeyboardInterrupt:
         sys.stderr.write("mlcl: interrupted\n")
         return 130

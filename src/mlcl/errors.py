@@ -48,6 +48,28 @@ class CheckpointError(MlclError, ValueError):
     """A checkpoint that cannot be read or does not match what is asked of it."""
 
 
+class OutputError(MlclError, OSError):
+    """An output file could not be written (full disk, read-only folder, no permission...).
+
+    The message names the destination and the reason; the previous content of the destination, if any, is
+    unchanged (writes are atomic).
+
+    Args:
+        message: The one-line message.
+        errno: The ``errno`` of the failure (``ENOSPC``, ``EROFS``, ``EACCES``...), if known.
+        filename: The destination.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class DivergenceError(MlclError, FloatingPointError):
     """Training stopped on a non-finite loss or gradient, before the weights were updated with it."""
 

@@ -224,20 +224,29 @@ def test_freeze_bn_keeps_running_statistics(tmp_path: Path, freeze: bool) -> Non
 
 
 def test_checkpoint_keys_are_the_documented_ones_and_old_checkpoints_still_load(tmp_path: Path) -> None:
-    """`last.pt`/`best.pt` hold exactly `state.CHECKPOINT_KEYS`; a checkpoint of mlcl 0.1.0 still predicts."""
-    from mlcl.engine.checkpoint import save_checkpoint
-    from mlcl.engine.state import CHECKPOINT_KEYS
+    """`last.pt` holds exactly `state.CHECKPOINT_KEYS`, the slim `best.pt` `state.BEST_KEYS`; a checkpoint of mlcl
+    0.1.0 (full `best.pt`, no checksum) still predicts."""
+    from mlcl.engine.checkpoint import FORMAT
+    from mlcl.engine.state import BEST_KEYS, CHECKPOINT_KEYS
     from mlcl.errors import CheckpointError
 
     csv = make_shapes_csv(tmp_path / "data", n=24)
     fit(_cfg(tmp_path / "run", str(csv), ["train.epochs=1", "train.batch_size=8", "data.image_size=32"]))
-    for name in ("best.pt", "last.pt"):
-        state = load_checkpoint(tmp_path / "run" / name)
-        assert set(state) == {"format", "path", *CHECKPOINT_KEYS}, name
-    # The layout written before the engine's redesign: ROLE/LL-Cp state under `criterion`, `train_targets`.
-    old = {k: v for k, v in load_checkpoint(tmp_path / "run" / "best.pt").items() if k not in ("objective", "path")}
-    old.update(criterion=None, train_targets=torch.zeros(20, 4, dtype=torch.int8))
-    save_checkpoint(tmp_path / "old" / "best.pt", old)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert set(best) == {"format", "path", *BEST_KEYS}
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert set(last) == {"format", "path", *CHECKPOINT_KEYS}
+    # best.pt's `model` is the evaluation weights: last.pt's `model` or `ema`, whichever scored best (1 epoch).
+    evaluated = last["ema"] if best["eval_weights"] == "ema" else last["model"]
+    assert best["model"].keys() == evaluated.keys()
+    for k, v in evaluated.items():
+        assert torch.equal(best["model"][k], v), k
+    # The layout written before the engine's redesign: a full best.pt, ROLE/LL-Cp state under `criterion`,
+    # `train_targets`, saved without a checksum.
+    old = {k: v for k, v in last.items() if k not in ("objective", "path")}
+    old.update(eval_weights=best["eval_weights"], criterion=None, train_targets=torch.zeros(20, 4, dtype=torch.int8))
+    (tmp_path / "old").mkdir()
+    torch.save({**old, "format": FORMAT}, tmp_path / "old" / "best.pt")
     images = [str(p) for p in sorted((tmp_path / "data" / "images").glob("*.png"))[:3]]
     new_probs = Predictor.from_checkpoint(tmp_path / "run" / "best.pt").predict(images)
     torch.testing.assert_close(Predictor.from_checkpoint(tmp_path / "old" / "best.pt").predict(images), new_probs)

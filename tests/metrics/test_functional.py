@@ -16,6 +16,7 @@ import json
 import math
 import warnings
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -588,3 +589,43 @@ def test_docstring_examples_run() -> None:
     for module in (F, mlcl.metrics.accumulator):
         result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0 and result.attempted > 0
+
+
+def test_metrics_run_on_one_thread_and_restore_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ranking kernel sees one intra-op thread; the caller's setting is back afterwards, also after an error."""
+    import mlcl.metrics.functional as mf
+
+    seen: list[int] = []
+    rank = mf._rank_by_class
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return rank(*args, **kwargs)
+
+    monkeypatch.setattr(mf, "_rank_by_class", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scores, targets = torch.rand(50, 4), (torch.rand(50, 4) < 0.3).long()
+        targets[0] = 1
+        ref = mf.mean_average_precision(scores, targets)
+        mf.compute_metrics(scores, targets, None)
+        mf.average_precision(scores, targets)
+        assert seen == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            mf.mean_average_precision(scores, targets + 5)
+        assert torch.get_num_threads() == 2
+        torch.testing.assert_close(mf.mean_average_precision(scores, targets), ref)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_no_positive_warning_still_points_at_the_caller() -> None:
+    scores, targets = torch.rand(20, 3), torch.zeros(20, 3, dtype=torch.long)
+    targets[:5, 0] = 1
+    with pytest.warns(UserWarning, match="no observed positive") as record:
+        mean_average_precision(scores, targets)
+    with pytest.warns(UserWarning, match="no observed positive") as record2:
+        compute_metrics(scores, targets, None)
+    assert record[0].filename == __file__ and record2[0].filename == __file__

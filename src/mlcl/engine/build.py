@@ -619,15 +619,23 @@ def init_from_checkpoint(model: nn.Module, path: str) -> None:
     from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
 
     state = load_checkpoint(path)
+    n_saved = len(state["class_names"])
+    if n_saved != getattr(model, "num_classes", n_saved):  # before the weights: a size mismatch says less
+        raise CheckpointError(
+            f"--init-from {path}: the checkpoint has {n_saved} classes, the data has {model.num_classes}"
+        )
     weights = inference_state_dict(state)
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # tensor shapes differ: another backbone or head size
+        shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"--init-from {path}: weights do not fit the model ({len(shapes)} tensor(s) of another shape, e.g. "
+            f"{shapes[0] if shapes else str(e).splitlines()[0]})"
+        ) from None
     bad_missing = [k for k in result.missing_keys if not (k.startswith("image_proj.") or ".projector." in k)]
     if bad_missing or result.unexpected_keys:
         raise CheckpointError(
             f"--init-from {path}: weights do not fit the model (missing {bad_missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]})"
-        )
-    if len(state["class_names"]) != getattr(model, "num_classes", len(state["class_names"])):
-        raise CheckpointError(
-            f"--init-from {path}: {len(state['class_names'])} classes, the data has {model.num_classes}"
         )

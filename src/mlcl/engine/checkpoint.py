@@ -1,12 +1,19 @@
 """Self-describing checkpoints, written atomically and read with ``weights_only=True``.
 
-This module is the file format: ``format`` tag, atomic write, safe read, RNG states. What a checkpoint holds
-is defined once, in :mod:`mlcl.engine.state`; reading needs only ``config``, ``class_names`` and ``model``
+This module is the file format: ``format`` tag, checksum, atomic write, safe read, RNG states. What a checkpoint
+holds is defined once, in :mod:`mlcl.engine.state`; reading needs only ``config``, ``class_names`` and ``model``
 (plus ``ema``/``eval_weights`` for the evaluation weights).
+
+On disk a checkpoint is ``torch.save({"format": FORMAT, "sha256": HEX, "payload": uint8 tensor})``: the payload is
+the ``torch.save`` bytes of the content dict and ``sha256`` their digest, verified at every load, so a corrupted
+file is an error and never a silently different model. Both levels load with ``weights_only=True``. Checkpoints
+written before the checksum (the content dict saved directly, with its ``format`` entry) still load, unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 from pathlib import Path
 from typing import Any, cast
@@ -30,16 +37,44 @@ __all__ = [
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (``tmp`` file, then ``os.replace``)."""
-    state = {"format": FORMAT, **state}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write a checkpoint atomically (``tmp`` file, then ``os.replace``), with the SHA-256 of its content."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    payload = buffer.getbuffer()
+    wrapped = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(payload, dtype=torch.uint8) if len(payload) else torch.zeros(0, dtype=torch.uint8),
+    }
+    atomic_write(path, lambda tmp: torch.save(wrapped, tmp))
+
+
+def _unwrap(p: Path, state: Any, map_location: str | torch.device) -> Any:
+    """The content of a checksummed checkpoint (verified), or ``state`` itself for an older one."""
+    if not isinstance(state, dict) or "payload" not in state or "sha256" not in state:
+        return state
+    payload = state["payload"]
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+        raise CheckpointError(f"checkpoint {p} is corrupt (its payload is not a byte tensor)")
+    data = payload.numpy().tobytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != state["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt (checksum mismatch): SHA-256 of the content is {digest[:16]}..., "
+            f"the file records {str(state['sha256'])[:16]}...; use another copy (e.g. last.pt, or a backup)"
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - verified bytes that do not unpickle: a foreign payload
+        raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) and check that it is an mlcl checkpoint.
 
     Raises:
-        CheckpointError: The file is missing, unreadable or not an mlcl checkpoint.
+        CheckpointError: The file is missing, unreadable, corrupt (checksum mismatch, truncated) or not an mlcl
+            checkpoint.
     """
     p = Path(path)
     if p.is_dir():
@@ -52,7 +87,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or truncated (cannot be read: {type(e).__name__}: {first})"
+        ) from None
+    state = _unwrap(p, state, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an mlcl checkpoint (no `format: {FORMAT}` entry)")
     for key in ("config", "class_names", "model"):
@@ -63,7 +102,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def inference_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint designates for evaluation: the EMA weights when they scored best."""
+    """The weights a checkpoint designates for evaluation: the EMA weights when they scored best.
+
+    A slim ``best.pt`` (:data:`mlcl.engine.state.BEST_KEYS`) holds them as ``model``; a full checkpoint (``last.pt``,
+    and an older ``best.pt``) holds both ``model`` and ``ema`` and names the one in ``eval_weights``.
+    """
     if state.get("eval_weights") == "ema" and state.get("ema") is not None:
         return state["ema"]
     return state["model"]

@@ -2,12 +2,20 @@
 
 Only the main process writes (``enabled``); on the other ranks every method does nothing, so the training code
 calls them unconditionally.
+
+Console output: each epoch ends with one line at INFO on the ``mlcl`` logger (``epoch 3/5  loss 0.1234  val mAP
+93.1 (ema)  CF1 88.0  OF1 90.2  41.2 s``; the CLI shows these for ``train``), and :meth:`RunLog.close` logs the
+total time. With ``progress`` the epoch's progress goes to stderr: a tqdm bar on a terminal, otherwise (a file, a
+pipe, a job log) plain lines at every :data:`PLAIN_PROGRESS_EVERY` of the epoch, never a carriage return.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,16 @@ from mlcl.engine.config import Config, dump_config
 __all__ = ["RunLog"]
 
 log = logging.getLogger("mlcl")
+
+#: Without a terminal, a progress line is written each time this fraction of the epoch's steps is done.
+PLAIN_PROGRESS_EVERY = 0.25
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class RunLog:
@@ -35,6 +53,10 @@ class RunLog:
         self.show_progress = enabled and progress
         self._writer = _tensorboard(self.run_dir) if enabled and tensorboard else None
         self._bar: Any = None
+        self._started = time.perf_counter()
+        self._epochs = 0
+        self._desc = ""
+        self._plain: dict[str, Any] | None = None  # progress without a terminal: steps, done, next line, start
 
     def config(self, cfg: Config) -> None:
         """Record the resolved configuration as ``config.yaml``."""
@@ -47,17 +69,40 @@ class RunLog:
             atomic_write_text(self.run_dir / name, json.dumps(content, indent=2))
 
     def start_epoch(self, steps: int, desc: str, *, done: int = 0) -> None:
-        """Open the epoch's progress bar (``done`` steps already taken: a run resumed mid-epoch)."""
-        if self.show_progress:
+        """Open the epoch's progress bar (plain lines when stderr is not a terminal; ``done`` steps already taken)."""
+        self._desc = desc
+        if not self.show_progress:
+            return
+        if _is_tty(sys.stderr):
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=steps, initial=done, desc=desc, leave=False, dynamic_ncols=True)
+            self._bar = tqdm(total=steps, initial=done, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+        else:
+            every = max(1, math.ceil(steps * PLAIN_PROGRESS_EVERY))
+            self._plain = {
+                "steps": steps,
+                "done": done,
+                "every": every,
+                "next": (done // every + 1) * every,
+                "t0": time.perf_counter(),
+            }
 
     def step(self, step: int, values: dict[str, float]) -> None:
         """Record one optimiser step's loss terms (progress bar and TensorBoard ``train/<term>``)."""
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{values['loss']:.4f}")
             self._bar.update(1)
+        elif self._plain is not None:
+            pl = self._plain
+            pl["done"] += 1
+            if pl["done"] >= pl["next"] or pl["done"] == pl["steps"]:
+                pl["next"] += pl["every"]
+                pct = 100 * pl["done"] / max(pl["steps"], 1)
+                sys.stderr.write(
+                    f"{self._desc}: {pl['done']}/{pl['steps']} steps ({pct:.0f}%)  loss {values['loss']:.4f}  "
+                    f"{time.perf_counter() - pl['t0']:.1f} s\n"
+                )
+                sys.stderr.flush()
         if self._writer is not None:
             for k, v in values.items():
                 self._writer.add_scalar(f"train/{k}", v, step)
@@ -69,20 +114,45 @@ class RunLog:
                 self._writer.add_scalar(f"val/mAP_{k}", s["mAP"], epoch)
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        """Close the progress bar, append ``record`` to ``log.jsonl`` and log it."""
+        """Close the progress bar, append ``record`` to ``log.jsonl`` and log its one-line summary (INFO)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._plain = None
         if self.enabled:
             with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("epoch %d: %s", record["epoch"], json.dumps({k: record[k] for k in record if k != "epoch"}))
+            self._epochs += 1
+            log.info("%s", self.epoch_line(record))
+
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        """``epoch 3/5  loss 0.1234  val mAP 93.1 (ema)  CF1 88.0  OF1 90.2  41.2 s`` (metrics in %)."""
+        desc = self._desc if self._desc.startswith(f"epoch {record['epoch']}") else f"epoch {record['epoch']}"
+        parts = [desc]
+        train = record.get("train") or {}
+        if "loss" in train:
+            parts.append(f"loss {train['loss']:.4f}")
+        val = record.get("val") or {}
+        if val:
+            which = max(val, key=lambda k: val[k]["mAP"])
+            tag = f" ({which})" if len(val) > 1 else ""
+            best = val[which]
+            parts.append(f"val mAP {100 * best['mAP']:.1f}{tag}")
+            parts += [f"{m} {100 * best[m]:.1f}" for m in ("CF1", "OF1") if m in best]
+        if "time_s" in record:
+            parts.append(f"{record['time_s']:.1f} s")
+        return "  ".join(parts)
 
     def close(self) -> None:
-        """Close the progress bar and the TensorBoard writer."""
+        """Close the progress bar and the TensorBoard writer; log the total time (INFO)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._plain = None
+        if self.enabled and self._epochs:
+            total = time.perf_counter() - self._started
+            minutes, seconds = divmod(total, 60)
+            log.info("%d epoch(s) in %.1f s (%d min %02.0f s)", self._epochs, total, minutes, seconds)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -17,6 +17,10 @@ A checkpoint written by :meth:`TrainState.checkpoint` is a dict with exactly :da
   process under torch.distributed (a list, in rank order);
 * ``objective``: the objective's state dict (per-image state of a stateful loss: ROLE's label estimates,
   LL-Cp's corrected label table), or ``None`` when it has none.
+
+``best.pt`` is slim (:meth:`TrainState.best_checkpoint`, exactly :data:`BEST_KEYS`): only what inference and
+``--init-from`` need, with the weights that scored best (the EMA weights when they did) as ``model`` and
+``eval_weights`` naming where they came from; no optimiser, schedule, RNG or objective state.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from mlcl.engine.config import Config, config_to_dict
 from mlcl.engine.objective import Objective
 from mlcl.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_KEYS", "EpochPosition", "TrainState", "gather_rng_states"]
+__all__ = ["BEST_KEYS", "CHECKPOINT_KEYS", "EpochPosition", "TrainState", "gather_rng_states"]
 
 #: The keys of a checkpoint's dict (besides ``format``, added when it is written).
 CHECKPOINT_KEYS = (
@@ -57,6 +61,19 @@ CHECKPOINT_KEYS = (
     "position",
     "rng",
     "objective",
+)
+
+#: The keys of a slim ``best.pt`` (besides ``format``): what inference needs, ``model`` being the evaluation weights.
+BEST_KEYS = (
+    "version",
+    "config",
+    "class_names",
+    "model_class",
+    "model",
+    "eval_weights",
+    "epoch",
+    "best",
+    "history",
 )
 
 
@@ -145,6 +162,25 @@ class TrainState:
             "position": self.position.as_dict(),
             "rng": get_rng_state() if rng is None else rng,
             "objective": objective_state or None,
+        }
+
+    def best_checkpoint(self, which: str) -> dict[str, Any]:
+        """The slim ``best.pt`` content (:data:`BEST_KEYS`).
+
+        Args:
+            which: ``"model"`` or ``"ema"``: the weights that scored best, stored as ``model``.
+        """
+        source = self.ema.module if which == "ema" and self.ema is not None else self.model
+        return {
+            "version": __version__,
+            "config": config_to_dict(self.cfg),
+            "class_names": list(self.class_names),
+            "model_class": type(self.model).__name__,
+            "model": source.state_dict(),
+            "eval_weights": which,
+            "epoch": self.epoch,
+            "best": self.best,
+            "history": list(self.history),
         }
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -357,7 +357,7 @@ def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: R
     if scores[which]["mAP"] > state.best:
         state.best = scores[which]["mAP"]
         if is_main_process():
-            save_checkpoint(run_dir / "best.pt", state.checkpoint(which))
+            save_checkpoint(run_dir / "best.pt", state.best_checkpoint(which))
 
 
 def _final_report(t: Training, run_dir: Path, best: float) -> dict[str, Any]:

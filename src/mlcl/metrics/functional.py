@@ -15,17 +15,21 @@ Conventions shared by every function here:
   ``(class, key)`` sort otherwise (one kernel on GPU); other float64 scores use a comparison sort. After the sort
   only the positives are visited. Counts are integers and ratios float64; results are float64 for float64 inputs
   and float32 otherwise, on the input's device.
+* The public functions run their CPU kernels on one intra-op thread (``torch.set_num_threads(1)``, restored on
+  return): on COCO-val-sized data one thread is several times faster than torch's default pool, and does not
+  degrade when another process shares the cores (``benchmarks/bench_metrics.py``, BENCHMARKS.md).
 
 The variants of AP (:data:`AP_VARIANTS`) and the exact definitions are listed in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 import torch
 from torch import Tensor
@@ -54,6 +58,30 @@ AP_VARIANTS: tuple[str, ...] = get_args(APVariant)
 """
 
 _TOP_K_IN_REPORT = 3
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _single_threaded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` with one torch intra-op thread (restored afterwards, also on error).
+
+    The sorts and reductions here are memory-bound: with the default pool (one thread per core) they run several
+    times slower than on one thread, and far slower again when another process uses the cores.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,6 +325,7 @@ def _average_precision64(scores: Tensor, targets: Tensor, variant: str) -> Tenso
 # public: average precision
 
 
+@_single_threaded
 def average_precision(scores: Tensor, targets: Tensor, *, variant: APVariant = "nonint") -> Tensor:
     r"""Per-class average precision, ignoring unknown (``-1``) entries.
 
@@ -342,6 +371,7 @@ def average_precision(scores: Tensor, targets: Tensor, *, variant: APVariant = "
     return _average_precision64(scores, targets, variant).to(_result_dtype(scores.dtype))
 
 
+@_single_threaded
 def mean_average_precision(
     scores: Tensor,
     targets: Tensor,
@@ -374,7 +404,7 @@ def mean_average_precision(
     names = _class_labels(class_names, scores.shape[1])
     ap = _average_precision64(scores, targets, variant)
     valid = ~torch.isnan(ap)
-    _warn_no_positives([names[i] for i in (~valid).nonzero().flatten().tolist()], scores.shape[1], stacklevel=3)
+    _warn_no_positives([names[i] for i in (~valid).nonzero().flatten().tolist()], scores.shape[1], stacklevel=4)
     m = ap[valid].mean() if bool(valid.any()) else ap.new_tensor(float("nan"))
     return m.to(_result_dtype(scores.dtype))
 
@@ -455,6 +485,7 @@ def _threshold_metrics64(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor
     }
 
 
+@_single_threaded
 def threshold_metrics(
     probs: Tensor, targets: Tensor, *, threshold: float = 0.5, top_k: int | None = None
 ) -> dict[str, Tensor]:
@@ -509,6 +540,7 @@ def threshold_metrics(
 # public: the report used by training / evaluation
 
 
+@_single_threaded
 def compute_metrics(
     scores_probs: Tensor,
     targets: Tensor,
@@ -551,7 +583,7 @@ def compute_metrics(
             f"compute_metrics: no class has an observed positive among the {n} image(s) in `targets`; "
             "the mAP is undefined"
         )
-    _warn_no_positives([names[i] for i in (~valid).nonzero().flatten().tolist()], c, stacklevel=3)
+    _warn_no_positives([names[i] for i in (~valid).nonzero().flatten().tolist()], c, stacklevel=4)
 
     t = targets.detach().to(torch.int8)
     positive = t == POS
