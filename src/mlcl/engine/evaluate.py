@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mlcl.engine.amp import AmpSettings
 from mlcl.errors import DivergenceError
 from mlcl.metrics import APVariant, MetricAccumulator
+from mlcl.metrics.functional import compute_metrics
 
 __all__ = ["evaluate_model"]
+
+#: ``(scores (N, C) float32, targets (N, C) int8, dataset indices (N,) int64)``, gathered and sorted by index.
+ScoreRows = tuple[Tensor, Tensor, Tensor]
+
+
+@overload
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    class_names: list[str],
+    *,
+    threshold: float = ...,
+    ap_variant: APVariant = ...,
+    amp: AmpSettings | tuple[bool, torch.dtype] = ...,
+    return_scores: Literal[False] = ...,
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    class_names: list[str],
+    *,
+    threshold: float = ...,
+    ap_variant: APVariant = ...,
+    amp: AmpSettings | tuple[bool, torch.dtype] = ...,
+    return_scores: Literal[True],
+) -> tuple[dict[str, Any], ScoreRows]: ...
 
 
 @torch.no_grad()
@@ -25,7 +57,8 @@ def evaluate_model(
     threshold: float = 0.5,
     ap_variant: APVariant = "nonint",
     amp: AmpSettings | tuple[bool, torch.dtype] = (False, torch.float32),
-) -> dict[str, Any]:
+    return_scores: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], ScoreRows]:
     """Evaluate ``model`` on ``loader``; under torch.distributed every sample is counted exactly once.
 
     Scores are ``sigmoid(logits)`` in float32, accumulated with their dataset indices so that the
@@ -39,9 +72,11 @@ def evaluate_model(
         threshold: Decision threshold of the F1 metrics.
         ap_variant: AP definition (:data:`mlcl.metrics.AP_VARIANTS`).
         amp: Autocast ``(enabled, dtype)`` of the forward passes.
+        return_scores: Also return the gathered rows (every rank gets them; see :data:`ScoreRows`), on the CPU.
 
     Returns:
-        :func:`mlcl.metrics.compute_metrics`'s report (``mAP``, ``CP`` ... ``per_class_AP``, ``n_images``).
+        :func:`mlcl.metrics.compute_metrics`'s report (``mAP``, ``CP`` ... ``per_class_AP``, ``n_images``);
+        with ``return_scores``, ``(report, (scores, targets, indices))``.
 
     Raises:
         DivergenceError: The model gives non-finite logits.
@@ -59,4 +94,10 @@ def evaluate_model(
             raise DivergenceError("the model gives non-finite outputs (its weights have diverged)")
         acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
     model.train(was_training)
-    return acc.compute(class_names, threshold=threshold, ap_variant=ap_variant)
+    if not return_scores:
+        return acc.compute(class_names, threshold=threshold, ap_variant=ap_variant)
+    scores, targets, indices = acc.gathered()
+    if scores.shape[0] == 0:
+        raise ValueError("evaluate_model: the loader gave no rows")
+    report = compute_metrics(scores, targets, class_names, threshold=threshold, ap_variant=ap_variant)
+    return report, (scores.float().cpu(), targets.cpu(), indices.cpu())

@@ -100,7 +100,7 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
 #: What a run writes into its folder (removed by ``run.overwrite``; anything else in the folder is kept).
 RUN_OUTPUTS = (
     "config.yaml", "log.jsonl", "metrics.json", "best.pt", "last.pt", "split.json", "missing.json",
-    "probe.json", "tb", "stage1", "stage2",
+    "probe.json", "tb", "stage1", "stage2", "test_scores.npz", "train_labels.npz", "report.html",
 )  # fmt: skip
 
 
@@ -279,7 +279,22 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
         return FitResult(run_dir, {}, run_dir / "last.pt", state.best)
     metrics = _final_report(t, run_dir, state.best)
     run_log.json("metrics.json", metrics)
+    if main:
+        _write_report(run_dir)
     return FitResult(run_dir, metrics, run_dir / "best.pt", state.best)
+
+
+def _write_report(run_dir: Path) -> None:
+    """``report.html`` of a finished stage; a failure is a warning (the run itself is complete)."""
+    from mlcl.report import write_run_report
+
+    t0 = time.perf_counter()
+    try:
+        write_run_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the report is a by-product: never lose a finished run over it
+        log.warning("report.html not written: %s (write it later with `mlcl report %s`)", e, run_dir)
+        return
+    log.info("report: %s (%.1f s)", run_dir / "report.html", time.perf_counter() - t0)
 
 
 class _Periodic:
@@ -367,7 +382,20 @@ def _final_report(t: Training, run_dir: Path, best: float) -> dict[str, Any]:
     t.model.load_state_dict(inference_state_dict(final))
     report_set, report_name = (t.data.test, "test") if t.data.test is not None else (t.data.val, "val")
     kw: dict[str, Any] = {"threshold": cfg.run.threshold, "ap_variant": cfg.run.ap_variant, "amp": t.amp}
-    metrics = evaluate_model(t.model, t.loader(report_set), t.device, t.class_names, **kw)
+    metrics, (scores, targets, index) = evaluate_model(
+        t.model, t.loader(report_set), t.device, t.class_names, return_scores=True, **kw
+    )
+    if is_main_process():  # the arrays of report.html (mlcl report never runs the model)
+        from mlcl.report.scores import save_scores, save_train_labels
+
+        rows = index.tolist()
+        items = report_set.items
+        files = [str(items[i]) for i in rows] if isinstance(items, list) else None
+        save_scores(
+            run_dir / "test_scores.npz", scores, targets, [report_set.ids[i] for i in rows], t.class_names,
+            files=files, device=str(t.device),
+        )  # fmt: skip
+        save_train_labels(run_dir / "train_labels.npz", t.data.train.targets, t.class_names)
     return {
         **metrics,
         "split": report_name,
