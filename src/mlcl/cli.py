@@ -1,4 +1,4 @@
-"""The ``mlcl`` command line: train, eval, predict, data, config, list.
+"""The ``mlcl`` command line: train, eval, report, predict, data, config, list.
 
 The CLI parses arguments, turns them into a configuration and calls the library; errors are reported as one
 line (``mlcl: error: ...``) with exit status 2, warnings as one line (``mlcl: warning: ...``). When the reader
@@ -185,6 +185,16 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=2)
 
+    e.add_argument(
+        "--scores", metavar="FILE", help="also write the scores, targets and ids as an .npz (what `mlcl report` reads)"
+    )
+
+    rp = sub.add_parser(
+        "report", help="write a run's HTML report (from its folder; the model is not run)", parents=[verbose]
+    )
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+
     pr = sub.add_parser("predict", help="predict labels of images", parents=[verbose])
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+", help="image files or folders")
@@ -327,9 +337,22 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         )
     loader = DataLoader(ImageDataset(data, pred.transform), batch_size=args.batch_size, num_workers=args.workers)
     run = _run_options(pred.config, args)
-    metrics = evaluate_model(
-        pred.model, loader, device, pred.class_names, threshold=run.threshold, ap_variant=run.ap_variant
+    metrics, (scores, targets, index) = evaluate_model(
+        pred.model,
+        loader,
+        device,
+        pred.class_names,
+        threshold=run.threshold,
+        ap_variant=run.ap_variant,
+        return_scores=True,
     )
+    if args.scores:
+        from mlcl.report.scores import save_scores
+
+        rows = index.tolist()
+        files = [str(data.items[i]) for i in rows] if isinstance(data.items, list) else None
+        ids = [data.ids[i] for i in rows]
+        save_scores(args.scores, scores, targets, ids, pred.class_names, files=files, device=str(device))
     metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
     out = Path(args.out) if args.out else _default_eval_out(Path(args.checkpoint), args.data, metrics["data"])
     from mlcl._io import atomic_write_text
@@ -337,7 +360,17 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     atomic_write_text(out, json.dumps(metrics, indent=2))
     print(f"metrics on {data.source or args.data} (in %):")
     print(_format_table(metrics))
-    print(f"written to {out}")
+    print(f"written to {out}" + (f" (scores: {args.scores})" if args.scores else ""))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    import time
+
+    from mlcl.report import write_run_report
+
+    t0 = time.perf_counter()
+    path = write_run_report(args.run_dir, args.out)
+    print(f"report written to {path} ({time.perf_counter() - t0:.1f} s)")
 
 
 def _default_eval_out(checkpoint: Path, spec: str, source: str) -> Path:
@@ -493,6 +526,7 @@ def _command_for(args: argparse.Namespace) -> Any:
         "train": _cmd_train,
         "eval": _cmd_eval,
         "predict": _cmd_predict,
+        "report": _cmd_report,
         "data": _cmd_data,
         "config": _cmd_config,
         "list": _cmd_list,

@@ -41,7 +41,7 @@ def to_svg(fig: Any) -> str:
     plt = _plt()
     buf = io.StringIO()
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlcl"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]
@@ -115,7 +115,7 @@ def learning_curves(log: list[dict[str, Any]], best_epoch: int | None) -> str:
             a.axvline(best_epoch, color="black", lw=0.8, ls=":", label=f"chosen epoch {best_epoch}")
         a.xaxis.get_major_locator().set_params(integer=True)
     for a in (ax[0, 0], ax[0, 2]):
-        a.legend(fontsize=7, frameon=False)
+        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     return to_svg(fig)
 
@@ -178,7 +178,7 @@ def train_counts(names: Sequence[str], observed: np.ndarray, hidden: np.ndarray 
     a.set_yticks(y, list(names), fontsize=8)
     a.set(ylim=(-0.6, c - 0.4), xlabel="training images")
     a.grid(axis="y", visible=False)
-    a.legend(fontsize=7, frameon=False, loc="lower right")
+    a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.8 / (0.8 + 0.22 * c)), ncol=3)
     fig.tight_layout()
     return to_svg(fig)
 

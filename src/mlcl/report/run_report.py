@@ -39,7 +39,7 @@ table{border-collapse:collapse;font-size:.85rem}td,th{padding:.15rem .6rem;text-
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:150px;font-size:.75rem}
 .gallery img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
 pre{background:#f7f7f7;padding:.6rem;font-size:.8rem;overflow:auto;max-height:30rem}
-details summary{cursor:pointer}
+details summary{cursor:pointer}#run-info td{text-align:left}
 """
 
 
