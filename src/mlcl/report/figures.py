@@ -113,9 +113,9 @@ def learning_curves(log: list[dict[str, Any]], best_epoch: int | None) -> str:
     for a in ax[0]:
         if best_epoch is not None:
             a.axvline(best_epoch, color="black", lw=0.8, ls=":", label=f"chosen epoch {best_epoch}")
-        a.xaxis.get_major_locator().set_params(integer=True)
+        a.set_xticks(epochs if len(epochs) <= 12 else epochs[:: max(1, len(epochs) // 10)])
     for a in (ax[0, 0], ax[0, 2]):
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.4), ncol=2)
     fig.tight_layout()
     return to_svg(fig)
 
@@ -140,12 +140,12 @@ def per_class_ap(names: Sequence[str], ap: Sequence[float | None], n_pos: Sequen
 
 def pr_curves(curves: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
     """Precision-recall curves (label, precision, recall)."""
-    fig, ax = _figure(5.5, 4.2)
+    fig, ax = _figure(7.0, 4.2)
     a = ax[0, 0]
     for label, p, r in curves:
         a.step(100 * r, 100 * p, where="post", lw=2.2 if label.startswith("micro") else 1.2, label=label)
     a.set(xlim=(0, 101), ylim=(0, 102), xlabel="recall (%)", ylabel="precision (%)")
-    a.legend(fontsize=7, frameon=False, loc="lower left")
+    a.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return to_svg(fig)
 
