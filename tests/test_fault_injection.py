@@ -1122,3 +1122,13 @@ def test_train_prints_one_plain_line_per_epoch_and_the_total_time(data_csv: Path
     assert [line.split("  ")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"], done.stderr
     assert all(" loss " in line and " val mAP " in line and line.endswith(" s") for line in epoch_lines)
     assert done.stderr.splitlines()[-1].startswith("2 epoch(s) in "), done.stderr
+
+
+@pytest.mark.parametrize("value", ["1.5", "nan", "-0.1"])
+def test_predict_threshold_outside_0_1_is_one_line(
+    trained: tuple[Path, Path], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv, run = trained
+    image = next((csv.parent / "images").glob("*.png"))
+    status, lines = _cli(capsys, ["predict", str(run / "best.pt"), str(image), "--threshold", value])
+    assert status == 2 and len(lines) == 1 and "--threshold" in lines[0], lines

@@ -14,6 +14,7 @@ import copy
 import csv
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -396,6 +397,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from mlcl.distributed import resolve_device
     from mlcl.inference import Predictor, find_images
 
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+        raise ConfigError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     device = resolve_device(args.device)
     pred = Predictor.from_checkpoint(args.checkpoint, device=device)
     files = find_images(args.images)

@@ -1,0 +1,88 @@
+"""The training step's guards: nothing is updated with a non-finite loss or gradient; fp16 overflow is a skip."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import mlcl.engine.loop as loop
+from mlcl.engine.amp import AmpSettings
+from mlcl.models.classifier import ModelOutput
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return ModelOutput(logits=self.fc(x), embedding=x)
+
+
+def _training(objective: Any, *, scaler: torch.amp.GradScaler | None = None) -> SimpleNamespace:
+    torch.manual_seed(0)
+    model = _Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return SimpleNamespace(
+        device=torch.device("cpu"),
+        amp=AmpSettings(False, torch.float32, scaler is not None),
+        net=model,
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        scaler=scaler or torch.amp.GradScaler("cpu", enabled=False),
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+        cfg=SimpleNamespace(optim=SimpleNamespace(clip_grad_norm=None)),
+    )
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randn(5, 4), torch.ones(5, 3), torch.arange(5)
+
+
+def _weights(t: SimpleNamespace) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in t.model.parameters()]
+
+
+def test_non_finite_gradient_stops_before_the_update() -> None:
+    def objective(out: ModelOutput, targets: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = torch.sqrt((out.logits - out.logits.detach()).abs()).sum()  # value 0, gradient inf
+        return {"base": loss, "loss": loss}
+
+    t = _training(objective)
+    before = _weights(t)
+    with pytest.raises(loop._NonFinite, match="gradient"):
+        loop.train_step(t, *_batch())  # type: ignore[arg-type]
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(t), strict=True))
+
+
+def test_non_finite_loss_stops_before_the_backward() -> None:
+    def objective(out: ModelOutput, targets: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        base = out.logits.abs().sum() * float("inf")
+        return {"base": base, "loss": base}
+
+    t = _training(objective)
+    before = _weights(t)
+    with pytest.raises(loop._NonFinite, match="base=inf"):
+        loop.train_step(t, *_batch())  # type: ignore[arg-type]
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(t), strict=True))
+
+
+def test_scaled_overflow_is_a_counted_skip_not_an_error() -> None:
+    """As float16 overflow under a GradScaler: the step is skipped, the scale lowered, the run goes on."""
+
+    def objective(out: ModelOutput, targets: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = 1e30 * out.logits.square().mean()  # finite, but times the scale it overflows float32
+        return {"base": loss, "loss": loss}
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1e10)
+    t = _training(objective, scaler=scaler)
+    before = _weights(t)
+    values, skipped = loop.train_step(t, *_batch())  # type: ignore[arg-type]
+    assert skipped and scaler.get_scale() < 1e10
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(t), strict=True))
+    assert values["loss"] > 0
