@@ -186,16 +186,16 @@ def resumed_config(run_dir: Path, cfg: Config) -> Config:
         raise ConfigError(f"--resume {run_dir}: no run there (no config.yaml)")
     if not any(run_dir.rglob("last.pt")):
         raise ConfigError(f"--resume {run_dir}: the run wrote no checkpoint yet (no last.pt); start it again")
-    resumed = load_config(path)
-    for key in RUN_CONTROL:
-        section, name = key.split(".")
-        setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
-    return resumed
+    return _with_run_control(load_config(path), cfg)
 
 
 def _stage_config(saved: dict[str, Any], cfg: Config, where: Path) -> Config:
     """A stage's saved configuration, with the caller's run-control fields."""
-    resumed = config_from_dict(saved["config"], source=str(where))
+    return _with_run_control(config_from_dict(saved["config"], source=str(where)), cfg)
+
+
+def _with_run_control(resumed: Config, cfg: Config) -> Config:
+    """``resumed`` with the :data:`RUN_CONTROL` fields of ``cfg``."""
     for key in RUN_CONTROL:
         section, name = key.split(".")
         setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
