@@ -204,3 +204,57 @@ def per_class_threshold_metrics(probs: Tensor, targets: Tensor, thresholds: Tens
     pred = (probs.detach().cpu().float() >= thresholds.float().view(1, -1)) & (t != -1)
     out = _threshold_metrics64(*_counts(pred, positive, positive.sum(0)))
     return {k: float(out[k]) for k in ("CP", "CR", "CF1", "OP", "OR", "OF1") if not math.isnan(float(out[k]))}
+
+
+@torch.no_grad()
+def _scores(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    was_training = model.training
+    model.eval()
+    probs, targets = [], []
+    for images, t, _ in loader:
+        probs.append(torch.sigmoid(model(images.to(device)).logits.float()).cpu())
+        targets.append(t)
+    model.train(was_training)
+    return torch.cat(probs), torch.cat(targets)
+
+
+def calibrate_training(t: Any, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``run.calibrate`` at the end of training: thresholds on the validation split, compared on the report split.
+
+    ``t`` is the :class:`~mlcl.engine.build.Training` whose model holds the best checkpoint's weights (after the
+    final report). Writes ``thresholds.json`` beside ``best.pt`` and returns ``metrics`` with a ``calibration``
+    entry: CF1/OF1 at the global threshold and at the per-class thresholds on the report split.
+    """
+    from torch.utils.data import DataLoader
+
+    from mlcl.data.dataset import ImageDataset
+
+    cfg = t.cfg
+
+    def loader(labelset: Any) -> DataLoader:
+        ds = ImageDataset(labelset, t.eval_transform)
+        return DataLoader(ds, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+
+    val_probs, val_targets = _scores(t.model, loader(t.data.val), t.device)
+    th = choose_thresholds(
+        val_probs, val_targets, t.class_names, objective=cfg.run.calibrate, global_threshold=cfg.run.threshold
+    )
+    th.data = f"{t.data.val.source or cfg.data.train} (validation split)"
+    th.checkpoint = "best.pt"
+    th.save(Path(run_dir) / SIDECAR_NAME)
+    report_set = t.data.test if t.data.test is not None else t.data.val
+    probs, targets = _scores(t.model, loader(report_set), t.device)
+    glob = per_class_threshold_metrics(probs, targets, torch.full((len(t.class_names),), cfg.run.threshold))
+    per = per_class_threshold_metrics(probs, targets, th.tensor())
+    return {
+        **metrics,
+        "calibration": {
+            "objective": cfg.run.calibrate,
+            "chosen_on": "val",
+            "evaluated_on": metrics.get("split", "val"),
+            "global": {k: glob[k] for k in ("CF1", "OF1")},
+            "per_class": {k: per[k] for k in ("CF1", "OF1")},
+            "fallback": th.fallback,
+            "thresholds_file": SIDECAR_NAME,
+        },
+    }

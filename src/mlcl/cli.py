@@ -197,6 +197,26 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--device", default="auto")
 
+    ca = sub.add_parser(
+        "calibrate", help="choose one decision threshold per class on labelled data", parents=[verbose]
+    )
+    ca.add_argument("checkpoint")
+    ca.add_argument("--data", required=True, help="labelled data (builtin: its val split), a CSV file, or KIND:PATH")
+    ca.add_argument("--objective", default="f1", help="f1 (default), precision@R (lowest threshold reaching "
+                    "precision R) or recall@P (highest threshold keeping recall P)")
+    ca.add_argument("--min-positives", type=int, default=5,
+                    help="classes with fewer observed positives keep the global threshold (default 5)")
+    ca.add_argument("--out", help="thresholds JSON (default: thresholds.json beside the checkpoint, used by predict)")
+    ca.add_argument("--batch-size", type=int, default=64)
+    ca.add_argument("--device", default="auto")
+    ca.add_argument("--workers", type=int, default=2)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript", parents=[verbose])
+    ex.add_argument("checkpoint")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    ex.add_argument("--out", required=True, help="model file (its metadata is also written to FILE.json)")
+    ex.add_argument("--opset", type=int, default=17)
+
     d = sub.add_parser("data", help="data tools", parents=[verbose])
     dsub = d.add_subparsers(dest="data_command", parser_class=_Parser)
     sm = dsub.add_parser("simulate-missing", help="apply a missing-label protocol to a label file", parents=[verbose])
@@ -390,6 +410,52 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"{n} attention maps written to {args.explain}")
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from mlcl.calibration import choose_thresholds, parse_objective, sidecar_path
+    from mlcl.data.sources import load_dataset, split_for
+    from mlcl.distributed import resolve_device
+    from mlcl.inference import Predictor
+
+    parse_objective(args.objective)  # a bad objective fails before the model is read
+    if args.min_positives < 1:
+        raise ConfigError(f"--min-positives must be >= 1, got {args.min_positives}")
+    pred = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    data = load_dataset(args.data, split_for(args.data, "val"))
+    if data.class_names != pred.class_names:
+        raise MlclError(
+            f"--data {args.data}: classes {data.class_names} differ from the checkpoint's {pred.class_names}"
+        )
+    probs, targets = pred.scores_on(data, batch_size=args.batch_size, workers=args.workers)
+    th = choose_thresholds(
+        probs,
+        targets,
+        pred.class_names,
+        objective=args.objective,
+        min_positives=args.min_positives,
+        global_threshold=pred.config.run.threshold,
+    )
+    th.data = data.source or args.data
+    ckpt = Path(pred.checkpoint_path or args.checkpoint)
+    th.checkpoint = ckpt.name
+    out = Path(args.out) if args.out else sidecar_path(ckpt)
+    th.save(out)
+    print(f"thresholds ({args.objective}) on {th.data}, {th.n_images} images:")
+    for name, value, npos in zip(th.class_names, th.thresholds, th.n_positives, strict=True):
+        note = f"  global (fallback: {th.fallback[name]})" if name in th.fallback else ""
+        print(f"  {name:<20}{value:>8.4f}  positives {npos}{note}")
+    print(f"written to {out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from mlcl.export import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.out, fmt=args.format, opset=args.opset)
+    print(
+        f"{args.format} model written to {args.out} (metadata: {args.out}.json; thresholds {meta['threshold_source']}"
+        f"; parity with PyTorch: max abs diff {meta['parity_max_abs_diff']:.2e})"
+    )
+
+
 def _cmd_data(args: argparse.Namespace) -> None:
     if args.data_command != "simulate-missing":
         _fail("usage: mlcl data simulate-missing LABELS --protocol NAME --seed S --out FILE")
@@ -493,6 +559,8 @@ def _command_for(args: argparse.Namespace) -> Any:
         "train": _cmd_train,
         "eval": _cmd_eval,
         "predict": _cmd_predict,
+        "calibrate": _cmd_calibrate,
+        "export": _cmd_export,
         "data": _cmd_data,
         "config": _cmd_config,
         "list": _cmd_list,

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from mlcl.calibration import Thresholds, sidecar_path
 from mlcl.data.dataset import load_image
 from mlcl.data.transforms import build_transform
 from mlcl.engine.build import model_from_config
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
 from mlcl.engine.config import Config, config_from_dict
-from mlcl.errors import ConfigError, DataError
+from mlcl.errors import CheckpointError, ConfigError, DataError
 from mlcl.models.classifier import MultiLabelClassifier
 from mlcl.models.label_attention import attention_maps
 
@@ -49,15 +50,24 @@ class Predictor:
         config: The run's resolved configuration (image size and normalisation are read from it).
         class_names: ``C`` class names.
         device: Where to run.
+        thresholds: Per-class thresholds (``thresholds.json`` beside the checkpoint), used by :meth:`decide`
+            when no threshold is given; ``None``: the configuration's global ``run.threshold``.
     """
 
     def __init__(
-        self, model: MultiLabelClassifier, config: Config, class_names: list[str], device: torch.device
+        self,
+        model: MultiLabelClassifier,
+        config: Config,
+        class_names: list[str],
+        device: torch.device,
+        thresholds: Thresholds | None = None,
     ) -> None:
         self.model = model.eval().to(device)
         self.config = config
         self.class_names = list(class_names)
         self.device = device
+        self.thresholds = thresholds
+        self.checkpoint_path: Path | None = None
         d = config.data
         self.image_size = int(d.image_size or 224)
         self.transform = build_transform(self.image_size, train=False, mean=d.mean or [0.5] * 3, std=d.std or [0.5] * 3)
@@ -78,7 +88,29 @@ class Predictor:
         cfg = config_from_dict(state["config"], source=str(state["path"]))
         model = model_from_config(cfg, len(state["class_names"]), from_checkpoint=True)
         model.load_state_dict(inference_state_dict(state))
-        return cls(model, cfg, state["class_names"], torch.device(device))
+        names = list(state["class_names"])
+        thresholds = None
+        side = sidecar_path(state["path"])
+        if side.is_file():
+            thresholds = Thresholds.load(side)
+            if thresholds.class_names != names:
+                raise CheckpointError(f"{side}: its classes differ from those of checkpoint {state['path']}")
+        pred = cls(model, cfg, names, torch.device(device), thresholds)
+        pred.checkpoint_path = Path(state["path"])
+        return pred
+
+    @property
+    def threshold_source(self) -> str:
+        """``per-class`` when calibrated thresholds are used by default, else ``global``."""
+        return "per-class" if self.thresholds is not None else "global"
+
+    def threshold_vector(self, threshold: float | None = None) -> Tensor:
+        """The ``(C,)`` thresholds :meth:`decide` applies: ``threshold`` if given, else per-class, else global."""
+        if threshold is not None:
+            return torch.full((len(self.class_names),), float(threshold))
+        if self.thresholds is not None:
+            return self.thresholds.tensor()
+        return torch.full((len(self.class_names),), float(self.config.run.threshold))
 
     def _batch(self, images: Sequence[Any]) -> Tensor:
         tensors = []
@@ -102,15 +134,33 @@ class Predictor:
             out.append(torch.sigmoid(self.model(self._batch(images[i : i + batch_size])).logits.float()).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.class_names))
 
-    def decide(self, probs: Tensor, *, threshold: float | None = 0.5, top_k: int | None = None) -> list[list[str]]:
-        """Predicted label names per image: ``prob >= threshold``, or the ``top_k`` highest."""
+    def decide(self, probs: Tensor, *, threshold: float | None = None, top_k: int | None = None) -> list[list[str]]:
+        """Predicted label names per image: ``prob >= threshold``, or the ``top_k`` highest.
+
+        Without ``threshold``, the calibrated per-class thresholds when the checkpoint has them, else the
+        configuration's ``run.threshold``.
+        """
         if top_k is not None:
             if top_k < 1:
                 raise ConfigError(f"--top-k must be >= 1, got {top_k}")
             idx = probs.topk(min(top_k, probs.shape[1]), dim=1).indices
             return [[self.class_names[j] for j in row.tolist()] for row in idx]
-        thr = 0.5 if threshold is None else threshold
+        thr = self.threshold_vector(threshold)
         return [[self.class_names[j] for j in (row >= thr).nonzero().flatten().tolist()] for row in probs]
+
+    @torch.no_grad()
+    def scores_on(self, labelset: Any, *, batch_size: int = 64, workers: int = 0) -> tuple[Tensor, Tensor]:
+        """``(probs (N, C), targets (N, C))`` of a labelled :class:`~mlcl.data.labelset.MultiLabelSet`."""
+        from torch.utils.data import DataLoader
+
+        from mlcl.data.dataset import ImageDataset
+
+        loader = DataLoader(ImageDataset(labelset, self.transform), batch_size=batch_size, num_workers=workers)
+        probs, targets = [], []
+        for images, t, _ in loader:
+            probs.append(torch.sigmoid(self.model(images.to(self.device)).logits.float()).cpu())
+            targets.append(t)
+        return torch.cat(probs), torch.cat(targets)
 
     @torch.no_grad()
     def attention_maps(self, image: Any) -> tuple[Tensor, Tensor]:
