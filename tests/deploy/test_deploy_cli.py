@@ -113,6 +113,13 @@ def test_export_onnx_predict_matches_torch(
         assert max(abs(u - v) for u, v in zip(px, py, strict=True)) <= 1e-4
         if all(abs(p - t) > 1e-4 for p, t in zip(px, thr, strict=True)):
             assert x[1] == y[1]
+    # without the JSON sidecar the ONNX metadata_props suffice
+    Path(f"{onnx_path}.json").unlink()
+    from mlcl.inference import OnnxPredictor
+
+    op = OnnxPredictor(onnx_path)
+    assert op.class_names == CLASSES and op.threshold_vector().tolist() == pytest.approx(thr, abs=0)
+    assert op.image_size == 32 and op.threshold_source == "per-class"
     ts = tmp_path / "model.pt"
     assert main(["export", str(run / "best.pt"), "--format", "torchscript", "--out", str(ts)]) == 0
     assert json.loads(Path(f"{ts}.json").read_text())["model_format"] == "torchscript"
@@ -142,5 +149,6 @@ def test_unreadable_images_listed_and_skipped(
     assert "Traceback" not in err
     bad = [line for line in err.splitlines() if line.startswith("mlcl: error:")]
     assert len(bad) == 2 and any("broken.png" in line for line in bad) and any("zz_truncated" in line for line in bad)
+    assert "predict: 42/42 images" in err  # plain progress lines without a terminal
     rows = _rows(out)
     assert len(rows) == 41 and not any("broken" in r[0] or "zz_truncated" in r[0] for r in rows)
