@@ -200,13 +200,53 @@ def _build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+", help="image files or folders")
     g = pr.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, help="predict labels with prob >= X (default 0.5)")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="predict labels with prob >= X (default: the calibrated per-class thresholds if the checkpoint has "
+        "thresholds.json, else run.threshold, 0.5)",
+    )
     g.add_argument("--top-k", type=int, default=None, help="predict the K most probable labels")
     pr.add_argument("--out", help="CSV of probabilities and predicted labels (default: print)")
     pr.add_argument(
         "--explain", metavar="DIR", help="write each predicted label's attention map as a PNG (mulcon head)"
     )
     pr.add_argument("--device", default="auto")
+    pr.add_argument(
+        "--backend",
+        default=None,
+        help="torch: an mlcl checkpoint; onnx: a model from `mlcl export --format onnx` (default: onnx for *.onnx)",
+    )
+    pr.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    pr.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding the images (default 2)")
+
+    ca = sub.add_parser("calibrate", help="choose one decision threshold per class on labelled data", parents=[verbose])
+    ca.add_argument("checkpoint")
+    ca.add_argument("--data", required=True, help="labelled data (builtin: its val split), a CSV file, or KIND:PATH")
+    ca.add_argument(
+        "--objective",
+        default="f1",
+        help="f1 (default), precision@R (lowest threshold reaching "
+        "precision R) or recall@P (highest threshold keeping recall P)",
+    )
+    ca.add_argument(
+        "--min-positives",
+        type=int,
+        default=5,
+        help="classes with fewer observed positives keep the global threshold (default 5)",
+    )
+    ca.add_argument("--out", help="thresholds JSON (default: thresholds.json beside the checkpoint, used by predict)")
+    ca.add_argument("--batch-size", type=int, default=64)
+    ca.add_argument("--device", default="auto")
+    ca.add_argument("--workers", type=int, default=2)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript", parents=[verbose])
+    ex.add_argument("checkpoint")
+    # no `choices` here: flags with choices are the config's Literal fields (test_cli checks it); checked in the command
+    ex.add_argument("--format", required=True, help="onnx or torchscript")
+    ex.add_argument("--out", required=True, help="model file (its metadata is also written to FILE.json)")
+    ex.add_argument("--opset", type=int, default=17)
 
     d = sub.add_parser("data", help="data tools", parents=[verbose])
     dsub = d.add_subparsers(dest="data_command", parser_class=_Parser)
@@ -393,17 +433,57 @@ def _default_eval_out(checkpoint: Path, spec: str, source: str) -> Path:
     return out
 
 
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from mlcl.distributed import resolve_device
-    from mlcl.inference import Predictor, find_images
+def _progress(done: int, total: int, tty: bool) -> None:
+    """Progress of a long predict on stderr: one updated line on a terminal, plain lines (every ~10%) otherwise."""
+    if tty:
+        sys.stderr.write(f"\rpredict: {done}/{total} images" + ("\n" if done == total else ""))
+    else:
+        sys.stderr.write(f"predict: {done}/{total} images\n")
+    sys.stderr.flush()
 
+
+def _cmd_predict(args: argparse.Namespace) -> None:
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
         raise ConfigError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
-    device = resolve_device(args.device)
-    pred = Predictor.from_checkpoint(args.checkpoint, device=device)
+    from mlcl.inference import OnnxPredictor, Predictor, find_images, predict_files
+
+    backend = args.backend or ("onnx" if str(args.checkpoint).lower().endswith(".onnx") else "torch")
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"--backend {backend}: expected torch or onnx")
+    if backend == "onnx":
+        if args.explain:
+            raise ConfigError("--explain needs the PyTorch checkpoint (--backend torch)")
+        pred: Any = OnnxPredictor(args.checkpoint)
+    else:
+        from mlcl.distributed import resolve_device
+
+        pred = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device))
     files = find_images(args.images)
-    probs = pred.predict([str(f) for f in files])
-    labels = pred.decide(probs, threshold=args.threshold, top_k=args.top_k)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
+    source = "top-k" if args.top_k is not None else "global" if args.threshold is not None else pred.threshold_source
+    rows: dict[int, list[float]] = {}
+    failed: list[tuple[int, str]] = []
+    total = len(files)
+    tty = sys.stderr.isatty()
+    show = total > args.batch_size
+    step = max(total // 10, 1)
+    done = last = 0
+    for idx, probs, errors in predict_files(pred, files, batch_size=args.batch_size, workers=args.workers):
+        for _, err in errors:
+            sys.stderr.write(f"mlcl: error: {err}\n")
+        failed += errors
+        labels = pred.decide(probs, threshold=args.threshold, top_k=args.top_k)
+        for i, lab, row in zip(idx, labels, probs.tolist(), strict=True):
+            rows[i] = row
+            if not args.out:
+                shown = ", ".join(f"{name} {row[pred.class_names.index(name)]:.2f}" for name in lab)
+                print(f"{files[i]}: {shown or '(none)'}  (thresholds: {source})")
+        done += len(idx) + len(errors)
+        if show and (tty or done - last >= step or done == total):
+            _progress(done, total, tty)
+            last = done
+    order = sorted(rows)
     if args.out:
         import io
 
@@ -412,18 +492,75 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["filename", "labels", *pred.class_names])
-        for f, lab, row in zip(files, labels, probs.tolist(), strict=True):
-            w.writerow([str(f), "|".join(lab), *(f"{v:.6f}" for v in row)])
+        import torch
+
+        probs_all = torch.tensor([rows[i] for i in order]) if order else torch.zeros(0, len(pred.class_names))
+        all_labels = pred.decide(probs_all, threshold=args.threshold, top_k=args.top_k)
+        for i, lab in zip(order, all_labels, strict=True):
+            w.writerow([str(files[i]), "|".join(lab), *(f"{v:.6f}" for v in rows[i])])
         atomic_write_text(Path(args.out), buf.getvalue())
-        print(f"{len(files)} predictions written to {args.out}")
-    else:
-        for f, lab in zip(files, labels, strict=True):
-            print(f"{f}: {', '.join(lab) if lab else '(none)'}")
-    if args.explain:
+        print(f"{len(order)} predictions written to {args.out} (thresholds: {source})")
+    if args.explain and order:
+        import torch
+
         from mlcl.explain import save_attention_pngs
 
-        n = save_attention_pngs(pred, files, labels, Path(args.explain))
+        kept = [files[i] for i in order]
+        labels = pred.decide(torch.tensor([rows[i] for i in order]), threshold=args.threshold, top_k=args.top_k)
+        n = save_attention_pngs(pred, kept, labels, Path(args.explain))
         print(f"{n} attention maps written to {args.explain}")
+    if failed:
+        sys.stderr.write(f"mlcl: {len(failed)} of {total} image(s) could not be read and were skipped\n")
+        raise SystemExit(1)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from mlcl.calibration import choose_thresholds, parse_objective, sidecar_path
+    from mlcl.data.sources import load_dataset, split_for
+    from mlcl.distributed import resolve_device
+    from mlcl.inference import Predictor
+
+    parse_objective(args.objective)  # a bad objective fails before the model is read
+    if args.min_positives < 1:
+        raise ConfigError(f"--min-positives must be >= 1, got {args.min_positives}")
+    pred = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    data = load_dataset(args.data, split_for(args.data, "val"))
+    if data.class_names != pred.class_names:
+        raise MlclError(
+            f"--data {args.data}: classes {data.class_names} differ from the checkpoint's {pred.class_names}"
+        )
+    probs, targets = pred.scores_on(data, batch_size=args.batch_size, workers=args.workers)
+    th = choose_thresholds(
+        probs,
+        targets,
+        pred.class_names,
+        objective=args.objective,
+        min_positives=args.min_positives,
+        global_threshold=pred.config.run.threshold,
+    )
+    th.data = data.source or args.data
+    ckpt = Path(pred.checkpoint_path or args.checkpoint)
+    th.checkpoint = ckpt.name
+    out = Path(args.out) if args.out else sidecar_path(ckpt)
+    th.save(out)
+    print(f"thresholds ({args.objective}) on {th.data}, {th.n_images} images:")
+    for name, value, npos in zip(th.class_names, th.thresholds, th.n_positives, strict=True):
+        note = f"  global (fallback: {th.fallback[name]})" if name in th.fallback else ""
+        print(f"  {name:<20}{value:>8.4f}  positives {npos}{note}")
+    print(f"written to {out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from mlcl.export import export_checkpoint
+
+    if args.format not in ("onnx", "torchscript"):
+        raise ConfigError(f"--format {args.format}: expected onnx or torchscript")
+
+    meta = export_checkpoint(args.checkpoint, args.out, fmt=args.format, opset=args.opset)
+    print(
+        f"{args.format} model written to {args.out} (metadata: {args.out}.json; thresholds {meta['threshold_source']}"
+        f"; parity with PyTorch: max abs diff {meta['parity_max_abs_diff']:.2e})"
+    )
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -530,6 +667,8 @@ def _command_for(args: argparse.Namespace) -> Any:
         "eval": _cmd_eval,
         "predict": _cmd_predict,
         "report": _cmd_report,
+        "calibrate": _cmd_calibrate,
+        "export": _cmd_export,
         "data": _cmd_data,
         "config": _cmd_config,
         "list": _cmd_list,

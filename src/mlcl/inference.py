@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +12,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from mlcl.calibration import Thresholds, sidecar_path
 from mlcl.data.dataset import load_image
 from mlcl.data.transforms import build_transform
 from mlcl.engine.build import model_from_config
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
 from mlcl.engine.config import Config, config_from_dict
-from mlcl.errors import ConfigError, DataError
+from mlcl.errors import CheckpointError, ConfigError, DataError
 from mlcl.models.classifier import MultiLabelClassifier
 from mlcl.models.label_attention import attention_maps
 
-__all__ = ["IMAGE_EXTENSIONS", "Predictor", "find_images"]
+__all__ = ["IMAGE_EXTENSIONS", "OnnxPredictor", "Predictor", "find_images", "predict_files"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -49,15 +50,24 @@ class Predictor:
         config: The run's resolved configuration (image size and normalisation are read from it).
         class_names: ``C`` class names.
         device: Where to run.
+        thresholds: Per-class thresholds (``thresholds.json`` beside the checkpoint), used by :meth:`decide`
+            when no threshold is given; ``None``: the configuration's global ``run.threshold``.
     """
 
     def __init__(
-        self, model: MultiLabelClassifier, config: Config, class_names: list[str], device: torch.device
+        self,
+        model: MultiLabelClassifier,
+        config: Config,
+        class_names: list[str],
+        device: torch.device,
+        thresholds: Thresholds | None = None,
     ) -> None:
         self.model = model.eval().to(device)
         self.config = config
         self.class_names = list(class_names)
         self.device = device
+        self.thresholds = thresholds
+        self.checkpoint_path: Path | None = None
         d = config.data
         self.image_size = int(d.image_size or 224)
         self.transform = build_transform(self.image_size, train=False, mean=d.mean or [0.5] * 3, std=d.std or [0.5] * 3)
@@ -78,7 +88,29 @@ class Predictor:
         cfg = config_from_dict(state["config"], source=str(state["path"]))
         model = model_from_config(cfg, len(state["class_names"]), from_checkpoint=True)
         model.load_state_dict(inference_state_dict(state))
-        return cls(model, cfg, state["class_names"], torch.device(device))
+        names = list(state["class_names"])
+        thresholds = None
+        side = sidecar_path(state["path"])
+        if side.is_file():
+            thresholds = Thresholds.load(side)
+            if thresholds.class_names != names:
+                raise CheckpointError(f"{side}: its classes differ from those of checkpoint {state['path']}")
+        pred = cls(model, cfg, names, torch.device(device), thresholds)
+        pred.checkpoint_path = Path(state["path"])
+        return pred
+
+    @property
+    def threshold_source(self) -> str:
+        """``per-class`` when calibrated thresholds are used by default, else ``global``."""
+        return "per-class" if self.thresholds is not None else "global"
+
+    def threshold_vector(self, threshold: float | None = None) -> Tensor:
+        """The ``(C,)`` thresholds :meth:`decide` applies: ``threshold`` if given, else per-class, else global."""
+        if threshold is not None:
+            return torch.full((len(self.class_names),), float(threshold))
+        if self.thresholds is not None:
+            return self.thresholds.tensor()
+        return torch.full((len(self.class_names),), float(self.config.run.threshold))
 
     def _batch(self, images: Sequence[Any]) -> Tensor:
         tensors = []
@@ -102,15 +134,33 @@ class Predictor:
             out.append(torch.sigmoid(self.model(self._batch(images[i : i + batch_size])).logits.float()).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.class_names))
 
-    def decide(self, probs: Tensor, *, threshold: float | None = 0.5, top_k: int | None = None) -> list[list[str]]:
-        """Predicted label names per image: ``prob >= threshold``, or the ``top_k`` highest."""
+    def decide(self, probs: Tensor, *, threshold: float | None = None, top_k: int | None = None) -> list[list[str]]:
+        """Predicted label names per image: ``prob >= threshold``, or the ``top_k`` highest.
+
+        Without ``threshold``, the calibrated per-class thresholds when the checkpoint has them, else the
+        configuration's ``run.threshold``.
+        """
         if top_k is not None:
             if top_k < 1:
                 raise ConfigError(f"--top-k must be >= 1, got {top_k}")
             idx = probs.topk(min(top_k, probs.shape[1]), dim=1).indices
             return [[self.class_names[j] for j in row.tolist()] for row in idx]
-        thr = 0.5 if threshold is None else threshold
+        thr = self.threshold_vector(threshold)
         return [[self.class_names[j] for j in (row >= thr).nonzero().flatten().tolist()] for row in probs]
+
+    @torch.no_grad()
+    def scores_on(self, labelset: Any, *, batch_size: int = 64, workers: int = 0) -> tuple[Tensor, Tensor]:
+        """``(probs (N, C), targets (N, C))`` of a labelled :class:`~mlcl.data.labelset.MultiLabelSet`."""
+        from torch.utils.data import DataLoader
+
+        from mlcl.data.dataset import ImageDataset
+
+        loader = DataLoader(ImageDataset(labelset, self.transform), batch_size=batch_size, num_workers=workers)
+        probs, targets = [], []
+        for images, t, _ in loader:
+            probs.append(torch.sigmoid(self.model(images.to(self.device)).logits.float()).cpu())
+            targets.append(t)
+        return torch.cat(probs), torch.cat(targets)
 
     @torch.no_grad()
     def attention_maps(self, image: Any) -> tuple[Tensor, Tensor]:
@@ -132,3 +182,102 @@ class Predictor:
         lo = maps.flatten(1).min(1).values[:, None, None]
         hi = maps.flatten(1).max(1).values[:, None, None]
         return torch.sigmoid(out.logits[0].float()).cpu(), ((maps - lo) / (hi - lo).clamp_min(1e-12)).cpu()
+
+    def predict_tensor(self, x: Tensor) -> Tensor:
+        """Probabilities ``(B, C)`` (CPU) of a preprocessed batch."""
+        with torch.no_grad():
+            return torch.sigmoid(self.model(x.to(self.device)).logits.float()).cpu()
+
+
+class OnnxPredictor:
+    """An exported ONNX model (``mlcl export --format onnx``) run with onnxruntime.
+
+    The preprocessing, classes and thresholds come from its metadata; the interface is :class:`Predictor`'s for
+    ``mlcl predict``.
+
+    Args:
+        path: The ``.onnx`` file (its metadata: ``FILE.json`` or the model's ``metadata_props``).
+        providers: onnxruntime execution providers (default: CPU).
+        threads: Intra-op threads (``None``: onnxruntime's default).
+    """
+
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
+        from mlcl.export import read_metadata
+
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"model not found: {p}")
+        meta = read_metadata(p)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("--backend onnx needs onnxruntime (pip install 'mlcl[export]')") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(p), opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CheckpointError(f"{p}: onnxruntime cannot load it: {' '.join(str(e).split())[:200]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.class_names = list(meta["class_names"])
+        self.image_size = int(meta["image_size"])
+        self._thresholds = torch.tensor(meta["thresholds"], dtype=torch.float32)
+        self.threshold_source = str(meta.get("threshold_source", "global"))
+        self.transform = build_transform(self.image_size, train=False, mean=meta["mean"], std=meta["std"])
+        self.metadata = meta
+
+    def threshold_vector(self, threshold: float | None = None) -> Tensor:
+        """The ``(C,)`` thresholds: ``threshold`` if given, else the exported ones."""
+        if threshold is not None:
+            return torch.full((len(self.class_names),), float(threshold))
+        return self._thresholds.clone()
+
+    def predict_tensor(self, x: Tensor) -> Tensor:
+        """Probabilities ``(B, C)`` of a preprocessed batch."""
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.float().numpy()})[0])
+
+    def decide(self, probs: Tensor, *, threshold: float | None = None, top_k: int | None = None) -> list[list[str]]:
+        """As :meth:`Predictor.decide`."""
+        return Predictor.decide(self, probs, threshold=threshold, top_k=top_k)  # type: ignore[arg-type]
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decoded, preprocessed image files; an unreadable file gives an error message instead of failing the run."""
+
+    def __init__(self, files: Sequence[Path], transform: Any, image_size: int) -> None:
+        self.files = list(files)
+        self.transform = transform
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, str]:
+        try:
+            return self.transform(load_image(str(self.files[i]))), i, ""
+        except Exception as e:  # noqa: BLE001 - reported per file by the caller, the run goes on
+            msg = str(e) if isinstance(e, DataError) else f"cannot read image {self.files[i]}: {type(e).__name__}: {e}"
+            return torch.zeros(3, self.image_size, self.image_size), i, " ".join(msg.split())
+
+
+def predict_files(
+    predictor: Any, files: Sequence[Path], *, batch_size: int = 32, workers: int = 0
+) -> Iterator[tuple[list[int], Tensor, list[tuple[int, str]]]]:
+    """Batches of ``(indices of the images read, their probabilities (B, C), [(index, error)] of those not read)``.
+
+    Decoding runs in ``workers`` DataLoader processes; an unreadable image is reported, not fatal.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    from torch.utils.data import DataLoader
+
+    ds = _ImageFiles(files, predictor.transform, predictor.image_size)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False)
+    for x, idx, errs in loader:
+        ok = [k for k, e in enumerate(errs) if not e]
+        failed = [(int(idx[k]), errs[k]) for k, e in enumerate(errs) if e]
+        probs = predictor.predict_tensor(x[ok]) if ok else torch.zeros(0, len(predictor.class_names))
+        yield [int(idx[k]) for k in ok], probs, failed

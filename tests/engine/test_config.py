@@ -125,6 +125,7 @@ def test_every_literal_field_is_checked() -> None:
         "train.amp",
         "train.head_init",
         "run.ap_variant",
+        "run.calibrate",
     }
 
 

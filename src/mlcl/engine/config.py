@@ -71,6 +71,9 @@ ContrastiveMode = Literal["none", "label", "image"]
 Projection`)."""
 
 LossReduction = Literal["mean", "sum"]
+
+#: ``run.calibrate``: choose per-class thresholds on the validation split at the end of training.
+Calibrate = Literal["none", "f1"]
 """``loss.reduction``: the reductions of :data:`mlcl.losses.Reduction` that give a scalar to train on."""
 
 
@@ -323,6 +326,8 @@ class RunConfig:
             :data:`mlcl.metrics.AP_VARIANTS`).
         progress: Show a progress bar.
         tensorboard: Write TensorBoard events.
+        calibrate: ``f1``: at the end, choose per-class thresholds on the validation split (``thresholds.json``
+            beside ``best.pt``) and report CF1/OF1 at both the global and the per-class thresholds.
     """
 
     out: str | None = None
@@ -331,6 +336,7 @@ class RunConfig:
     ap_variant: APVariant = "nonint"
     progress: bool = True
     tensorboard: bool = True
+    calibrate: Calibrate = "none"
 
 
 @dataclass

@@ -278,6 +278,10 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     if last_epoch < cfg.train.epochs:  # stopped early on purpose: the run continues with --resume
         return FitResult(run_dir, {}, run_dir / "last.pt", state.best)
     metrics = _final_report(t, run_dir, state.best)
+    if cfg.run.calibrate != "none" and is_main_process():
+        from mlcl.calibration import calibrate_training
+
+        metrics = calibrate_training(t, run_dir, metrics)
     run_log.json("metrics.json", metrics)
     if main:
         _write_report(run_dir)
