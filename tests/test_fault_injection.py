@@ -44,8 +44,11 @@ from tests.helpers.synthetic import make_shapes_csv
 # --------------------------------------------------------------- Run folders, resume options, bad flags and divergence
 
 
-TINY = ["--backbone", "resnet10t", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-progress"]
-TINY += ["-o", "run.tensorboard=false", "-o", "train.device=cpu"]
+# The flags of a tiny CPU run; TINY adds no DataLoader workers, FAST one epoch (with the default workers).
+TINY_COMMON = ["--backbone", "resnet10t", "--image-size", "32", "--batch-size", "8", "--no-progress"]
+TINY_COMMON += ["-o", "run.tensorboard=false", "-o", "train.device=cpu"]
+TINY = [*TINY_COMMON, "--workers", "0"]
+FAST = [*TINY_COMMON, "--epochs", "1"]
 
 
 def _cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
@@ -470,23 +473,6 @@ def test_two_process_mid_epoch_resume_equals_uninterrupted(tmp_path: Path) -> No
 # -------------------------------------------------------------- Data: truncated images, overlapping splits, CSV values
 
 
-FAST = [
-    "--backbone",
-    "resnet10t",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "-o",
-    "train.device=cpu",
-    "-o",
-    "run.tensorboard=false",
-    "--no-progress",
-]
-
-
 def train(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     capsys.readouterr()
     try:
@@ -569,21 +555,6 @@ def test_csv_with_float_values_is_accepted(tmp_path: Path, capsys: pytest.Captur
 
 # The run-control options a resumed run accepts (the rest comes from the run).
 RESUME_FLAGS = ["-o", "train.device=cpu", "-o", "run.tensorboard=false", "--no-progress", "-o", "data.num_workers=0"]
-TINY_FILES = [
-    "--backbone",
-    "resnet10t",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "-o",
-    "train.device=cpu",
-    "-o",
-    "run.tensorboard=false",
-    "--no-progress",
-    "-o",
-    "data.num_workers=0",
-]
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -631,7 +602,7 @@ def stopped_run_template(data_csv: Path, tmp_path_factory: pytest.TempPathFactor
     old = os.umask(0o022)
     try:
         argv = ["train", "--data", str(data_csv), "--epochs", "2", "-o", "train.stop_after=1", "--out", str(run)]
-        assert main([*argv, *TINY_FILES]) == 0
+        assert main([*argv, *TINY]) == 0
     finally:
         os.umask(old)
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
@@ -842,7 +813,7 @@ def test_init_from_with_another_class_count_is_one_line_naming_both(
     fewer = _csv_without_last_class(data_csv, data_csv.parent / "fewer.csv")
     n = len(data_csv.read_text().splitlines()[0].split(",")) - 1
     argv = ["train", "--data", str(fewer), "--epochs", "1", "--init-from", str(stopped_run / "best.pt")]
-    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY_FILES], capsys)
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
     assert rc == 2
     line = one_error_line(err)
     assert f"the checkpoint has {n} classes, the data has {n - 1}" in line, line
@@ -856,7 +827,7 @@ def test_weights_of_an_mlcl_checkpoint_are_refused(
     stopped_run: Path, data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["train", "--data", str(data_csv), "--epochs", "1", "--weights", str(stopped_run / "best.pt")]
-    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY_FILES], capsys)
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
     assert rc == 2
     line = one_error_line(err)
     assert f"--weights {stopped_run / 'best.pt'}" in line and "--init-from" in line, line
@@ -872,7 +843,7 @@ def test_weights_of_another_architecture_are_refused(
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), other)
     target = [k for k in timm.create_model("resnet10t", num_classes=0).state_dict() if "num_batches" not in k]
     argv = ["train", "--data", str(data_csv), "--epochs", "1", "--weights", str(other)]
-    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY_FILES], capsys)
+    rc, _, err = cli([*argv, "--out", str(tmp_path / "run2"), *TINY], capsys)
     assert rc == 2
     line = one_error_line(err)
     assert f"--weights {other}: " in line and f"of {len(target)} resnet10t backbone tensors match" in line, line
@@ -931,7 +902,7 @@ def test_pretrained_without_network_is_one_line(
     for fn in ("load_state_dict_from_hf", "load_state_dict_from_url", "download_cached_file", "load_custom_from_hf"):
         monkeypatch.setattr(builder, fn, offline)
     argv = ["train", "--data", str(data_csv), "--epochs", "1", "--pretrained", "--out", str(tmp_path / "run")]
-    rc, _, err = cli([*argv, *TINY_FILES], capsys)
+    rc, _, err = cli([*argv, *TINY], capsys)
     assert rc == 2
     line = one_error_line(err)
     assert line.startswith("mlcl: error: cannot download pretrained weights for resnet10t: no network? use --weights")
@@ -1111,7 +1082,7 @@ def test_run_log_without_a_terminal_writes_plain_lines_and_one_line_per_epoch(
 def test_train_prints_one_plain_line_per_epoch_and_the_total_time(data_csv: Path, tmp_path: Path) -> None:
     """Through the real CLI with stderr a pipe (not a terminal), progress bar on, no -v."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    tiny = [a for a in TINY_FILES if a != "--no-progress"]
+    tiny = [a for a in TINY if a != "--no-progress"]
     argv = ["train", "--data", str(data_csv), "--epochs", "2", "--out", str(tmp_path / "run"), *tiny]
     done = subprocess.run(
         [sys.executable, "-m", "mlcl", *argv], capture_output=True, text=True, env=env, timeout=600, check=False
