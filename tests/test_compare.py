@@ -172,3 +172,14 @@ def test_page_in_chromium(tmp_path: Path, runs: list[Path]) -> None:
         assert len(means) == 6
     finally:
         driver.quit()
+
+
+def test_mulcon_stage2_and_cli_group_by(tmp_path: Path, runs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    mulcon = runs[5]  # a MulCon run keeps its final metrics, log and config in stage2/
+    (mulcon / "stage2").mkdir()
+    for name in ("metrics.json", "log.jsonl", "config.yaml"):
+        (mulcon / name).rename(mulcon / "stage2" / name)
+    out = tmp_path / "x" / "c.html"
+    assert main(["compare", *map(str, runs), "--group-by", "loss.name", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| loss.name=bce+clml | 3 | 0,1,3 |" in printed and out.is_file()
