@@ -1,4 +1,4 @@
-"""The ``mlcl`` command line: train, eval, report, predict, data, config, list.
+"""The ``mlcl`` command line: train, eval, report, compare, predict, data, config, list.
 
 The CLI parses arguments, turns them into a configuration and calls the library; errors are reported as one
 line (``mlcl: error: ...``) with exit status 2, warnings as one line (``mlcl: warning: ...``). When the reader
@@ -195,6 +195,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+
+    cp = sub.add_parser(
+        "compare",
+        help="compare finished runs: groups of seeds, mean ± std, paired differences to a baseline",
+        parents=[verbose],
+    )
+    cp.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    cp.add_argument(
+        "--baseline", metavar="RUN_OR_GROUP", help="a run folder or a group name (default: the first group)"
+    )
+    cp.add_argument("--group-by", metavar="KEY", help="group by one dotted config key (e.g. loss.name)")
+    cp.add_argument("--out", default="compare.html", help="HTML file (default compare.html)")
 
     pr = sub.add_parser("predict", help="predict labels of images", parents=[verbose])
     pr.add_argument("checkpoint")
@@ -412,6 +424,14 @@ def _cmd_report(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     path = write_run_report(args.run_dir, args.out)
     print(f"report written to {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from mlcl.report.compare import write_compare
+
+    path, table = write_compare(args.run_dirs, args.out, baseline=args.baseline, group_by=args.group_by)
+    print(table, end="")
+    print(f"comparison written to {path}")
 
 
 def _default_eval_out(checkpoint: Path, spec: str, source: str) -> Path:
@@ -667,6 +687,7 @@ def _command_for(args: argparse.Namespace) -> Any:
         "eval": _cmd_eval,
         "predict": _cmd_predict,
         "report": _cmd_report,
+        "compare": _cmd_compare,
         "calibrate": _cmd_calibrate,
         "export": _cmd_export,
         "data": _cmd_data,
