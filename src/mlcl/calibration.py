@@ -207,43 +207,35 @@ def per_class_threshold_metrics(probs: Tensor, targets: Tensor, thresholds: Tens
 
 
 @torch.no_grad()
-def _scores(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple[Tensor, Tensor]:
-    was_training = model.training
-    model.eval()
-    probs, targets = [], []
-    for images, t, _ in loader:
-        probs.append(torch.sigmoid(model(images.to(device)).logits.float()).cpu())
-        targets.append(t)
-    model.train(was_training)
-    return torch.cat(probs), torch.cat(targets)
-
-
-def calibrate_training(t: Any, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+def calibrate_training(
+    t: Any,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    *,
+    val: tuple[Tensor, Tensor],
+    report: tuple[Tensor, Tensor],
+) -> dict[str, Any]:
     """``run.calibrate`` at the end of training: thresholds on the validation split, compared on the report split.
 
-    ``t`` is the :class:`~mlcl.engine.build.Training` whose model holds the best checkpoint's weights (after the
-    final report). Writes ``thresholds.json`` beside ``best.pt`` and returns ``metrics`` with a ``calibration``
-    entry: CF1/OF1 at the global threshold and at the per-class thresholds on the report split.
+    Args:
+        t: The :class:`~mlcl.engine.build.Training` (its configuration, class names and data sources).
+        run_dir: Where ``thresholds.json`` is written (beside ``best.pt``).
+        metrics: The final report (``metrics.json``) to extend.
+        val: ``(probs (N, C), targets (N, C))`` of the best checkpoint on the validation split.
+        report: The same on the report split (the final report's own scores: the model is not run again).
+
+    Returns:
+        ``metrics`` with a ``calibration`` entry: CF1/OF1 at the global threshold and at the per-class
+        thresholds on the report split.
     """
-    from torch.utils.data import DataLoader
-
-    from mlcl.data.dataset import ImageDataset
-
     cfg = t.cfg
-
-    def loader(labelset: Any) -> DataLoader:
-        ds = ImageDataset(labelset, t.eval_transform)
-        return DataLoader(ds, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
-
-    val_probs, val_targets = _scores(t.model, loader(t.data.val), t.device)
     th = choose_thresholds(
-        val_probs, val_targets, t.class_names, objective=cfg.run.calibrate, global_threshold=cfg.run.threshold
+        val[0], val[1], t.class_names, objective=cfg.run.calibrate, global_threshold=cfg.run.threshold
     )
     th.data = f"{t.data.val.source or cfg.data.train} (validation split)"
     th.checkpoint = "best.pt"
     th.save(Path(run_dir) / SIDECAR_NAME)
-    report_set = t.data.test if t.data.test is not None else t.data.val
-    probs, targets = _scores(t.model, loader(report_set), t.device)
+    probs, targets = report
     glob = per_class_threshold_metrics(probs, targets, torch.full((len(t.class_names),), cfg.run.threshold))
     per = per_class_threshold_metrics(probs, targets, th.tensor())
     return {

@@ -482,6 +482,11 @@ class Training:
         """The ``C`` class names of the training data."""
         return self.data.train.class_names
 
+    @property
+    def eval_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run."""
+        return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": self.amp}
+
     def loader(self, labelset: Any) -> DataLoader:
         """An evaluation loader (evaluation transform, no shuffling) over a label set."""
         ds = ImageDataset(labelset, self.eval_transform)

@@ -29,7 +29,7 @@ from mlcl.distributed import get_rank, get_world_size, init_from_torchrun, is_ma
 from mlcl.engine.build import Training, build_training, mulcon_stage_configs
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_checkpoint
 from mlcl.engine.config import Config, config_from_dict, dump_config, load_config
-from mlcl.engine.evaluate import evaluate_model
+from mlcl.engine.evaluate import ScoreRows, evaluate_model
 from mlcl.engine.loop import train_one_epoch
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.signals import EXIT_STATUS, StopSignals
@@ -277,11 +277,15 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
         dist.barrier()
     if last_epoch < cfg.train.epochs:  # stopped early on purpose: the run continues with --resume
         return FitResult(run_dir, {}, run_dir / "last.pt", state.best)
-    metrics = _final_report(t, run_dir, state.best)
-    if cfg.run.calibrate != "none" and is_main_process():
+    metrics, report_rows = _final_report(t, run_dir, state.best)
+    if cfg.run.calibrate != "none":  # thresholds on the validation split (a collective evaluation under DDP)
         from mlcl.calibration import calibrate_training
 
-        metrics = calibrate_training(t, run_dir, metrics)
+        _, val_rows = evaluate_model(
+            t.model, t.loader(t.data.val), t.device, t.class_names, return_scores=True, **t.eval_kwargs
+        )
+        if main:
+            metrics = calibrate_training(t, run_dir, metrics, val=val_rows[:2], report=report_rows[:2])
     run_log.json("metrics.json", metrics)
     if main:
         _write_report(run_dir)
@@ -358,12 +362,10 @@ def _interrupted(stop: StopSignals, run_dir: Path, epoch: int, state: TrainState
 
 def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: RunLog, run_dir: Path) -> None:
     """Score the model (and its EMA) on the validation data into ``record``; write ``best.pt`` on a new best."""
-    cfg = t.cfg
-    kw: dict[str, Any] = {"threshold": cfg.run.threshold, "ap_variant": cfg.run.ap_variant, "amp": t.amp}
     try:
-        scores = {"model": evaluate_model(t.model, t.val_loader, t.device, t.class_names, **kw)}
+        scores = {"model": evaluate_model(t.model, t.val_loader, t.device, t.class_names, **t.eval_kwargs)}
         if t.ema is not None:
-            scores["ema"] = evaluate_model(t.ema.module, t.val_loader, t.device, t.class_names, **kw)
+            scores["ema"] = evaluate_model(t.ema.module, t.val_loader, t.device, t.class_names, **t.eval_kwargs)
     except DivergenceError as e:
         raise DivergenceError(
             f"validation after epoch {state.epoch}: {e}; last.pt keeps the last saved state. Usual remedies: a "
@@ -379,15 +381,18 @@ def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: R
             save_checkpoint(run_dir / "best.pt", state.best_checkpoint(which))
 
 
-def _final_report(t: Training, run_dir: Path, best: float) -> dict[str, Any]:
-    """The best checkpoint evaluated on the test data (or the validation data without one)."""
+def _final_report(t: Training, run_dir: Path, best: float) -> tuple[dict[str, Any], ScoreRows]:
+    """The best checkpoint evaluated on the test data (or the validation data without one).
+
+    Returns:
+        ``metrics.json``'s content and the evaluated rows (scores, targets, dataset indices).
+    """
     cfg = t.cfg
     final = load_checkpoint(run_dir / "best.pt")
     t.model.load_state_dict(inference_state_dict(final))
     report_set, report_name = (t.data.test, "test") if t.data.test is not None else (t.data.val, "val")
-    kw: dict[str, Any] = {"threshold": cfg.run.threshold, "ap_variant": cfg.run.ap_variant, "amp": t.amp}
     metrics, (scores, targets, index) = evaluate_model(
-        t.model, t.loader(report_set), t.device, t.class_names, return_scores=True, **kw
+        t.model, t.loader(report_set), t.device, t.class_names, return_scores=True, **t.eval_kwargs
     )
     if is_main_process():  # the arrays of report.html (mlcl report never runs the model)
         from mlcl.report.scores import save_scores, save_train_labels
@@ -400,7 +405,7 @@ def _final_report(t: Training, run_dir: Path, best: float) -> dict[str, Any]:
             files=files, device=str(t.device),
         )  # fmt: skip
         save_train_labels(run_dir / "train_labels.npz", t.data.train.targets, t.class_names)
-    return {
+    report = {
         **metrics,
         "split": report_name,
         "data": report_set.source or cfg.data.train,
@@ -408,3 +413,4 @@ def _final_report(t: Training, run_dir: Path, best: float) -> dict[str, Any]:
         "best_epoch": final["epoch"],
         "best_val_mAP": best,
     }
+    return report, (scores, targets, index)
