@@ -128,10 +128,8 @@ class Predictor:
     def predict(self, images: Sequence[Any] | Tensor, *, batch_size: int = 32) -> Tensor:
         """Probabilities ``(N, C)`` for image paths, PIL images, uint8 arrays or a preprocessed tensor."""
         if isinstance(images, Tensor):
-            return torch.sigmoid(self.model(images.to(self.device)).logits.float()).cpu()
-        out = []
-        for i in range(0, len(images), batch_size):
-            out.append(torch.sigmoid(self.model(self._batch(images[i : i + batch_size])).logits.float()).cpu())
+            return self.predict_tensor(images)
+        out = [self.predict_tensor(self._batch(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.class_names))
 
     def decide(self, probs: Tensor, *, threshold: float | None = None, top_k: int | None = None) -> list[list[str]]:
@@ -158,7 +156,7 @@ class Predictor:
         loader = DataLoader(ImageDataset(labelset, self.transform), batch_size=batch_size, num_workers=workers)
         probs, targets = [], []
         for images, t, _ in loader:
-            probs.append(torch.sigmoid(self.model(images.to(self.device)).logits.float()).cpu())
+            probs.append(self.predict_tensor(images))
             targets.append(t)
         return torch.cat(probs), torch.cat(targets)
 
