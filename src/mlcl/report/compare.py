@@ -8,7 +8,6 @@ seeds, and every group but the baseline the paired difference to the baseline ov
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -22,6 +21,8 @@ import numpy as np
 from mlcl._io import atomic_write_text
 from mlcl.errors import DataError
 from mlcl.report import figures as F
+from mlcl.report._page import escape as _e
+from mlcl.report._page import page
 
 __all__ = [
     "CompareError",
@@ -334,21 +335,12 @@ def to_markdown(c: Comparison) -> str:
     )
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
 def _num(x: float) -> str:
     return "" if math.isnan(x) else repr(float(x))
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
-padding:0 1rem;line-height:1.4}
-h1{font-size:1.5rem}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;font-size:.85rem}td,th{padding:.15rem .6rem;text-align:right;border-bottom:1px solid
-#eee}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}tr.baseline{background:#fbf8e8}td{white-space:nowrap}
-.fig svg{max-width:100%;height:auto}.note{color:#666;font-size:.85rem}
+tr.baseline{background:#fbf8e8}td{white-space:nowrap}
 """
 
 
@@ -460,11 +452,7 @@ def build_compare_page(c: Comparison) -> str:
         + folders
         + "</table>"
     )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return page(title, body, _CSS)
 
 
 def write_compare(

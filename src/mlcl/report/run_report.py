@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import os
@@ -17,6 +16,8 @@ import numpy as np
 from mlcl._io import atomic_write_text
 from mlcl.errors import DataError
 from mlcl.report import figures as F
+from mlcl.report._page import escape as _e
+from mlcl.report._page import page
 from mlcl.report.scores import SCORES_FILE, TRAIN_LABELS_FILE, Scores, load_scores, load_train_labels
 
 __all__ = ["build_run_report", "write_run_report"]
@@ -27,24 +28,14 @@ PR_CLASSES = 3
 GALLERY = 12
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
-padding:0 1rem;line-height:1.4}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;
-margin-top:2rem}
+h1{margin-bottom:.2rem}
 .summary{display:flex;gap:1.5rem;flex-wrap:wrap;margin:1rem 0}.summary div{background:#f4f6f8;padding:.5rem .9rem;
 border-radius:4px}.summary b{display:block;font-size:1.3rem}
-table{border-collapse:collapse;font-size:.85rem}td,th{padding:.15rem .6rem;text-align:right;border-bottom:1px solid
-#eee}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}
-.fig svg{max-width:100%;height:auto}.note{color:#666;font-size:.85rem}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:150px;font-size:.75rem}
 .gallery img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
 pre{background:#f7f7f7;padding:.6rem;font-size:.8rem;overflow:auto;max-height:30rem}
 details summary{cursor:pointer}#run-info td{text-align:left}
 """
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -267,11 +258,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
         f"</summary><pre>{_e(config_text)}</pre></details>"
     )
     body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return page(title, body, _CSS)
 
 
 def _label_section(root: Path, names: list[str]) -> str:
