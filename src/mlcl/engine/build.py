@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -218,8 +219,13 @@ def objective_from_config(cfg: Config) -> Objective:
         )
     base_args = {"reduction": ("loss.reduction", c.reduction)}
     base_args.update({str(k): (f"loss.options.{k}", v) for k, v in c.options.items()})
+    options = dict(c.options)
+    if "num_epochs" in inspect.signature(LOSSES[base_name.lower()]).parameters and "num_epochs" not in options:
+        # A loss whose schedule spans the run (GR Loss, EM + APL) is told the run's length: train.epochs.
+        options["num_epochs"] = cfg.train.epochs
+        base_args["num_epochs"] = ("train.epochs", cfg.train.epochs)
     with _naming_keys(f"loss {base_name!r}", base_args):
-        base = build_loss(base_name, reduction=c.reduction, **c.options)
+        base = build_loss(base_name, reduction=c.reduction, **options)
     clml = None
     if use_clml:
         clml_args = {

@@ -90,9 +90,23 @@ class Objective(nn.Module):
             if isinstance(module, EpochScheduled):
                 module.set_epoch(epoch)
 
-    def end_epoch(self) -> None:
-        """Tell the stateful base loss that the epoch is over (LL-Cp commits its corrections)."""
+    @property
+    def needs_train_scores(self) -> bool:
+        """Whether the base loss wants the model's scores on every training image after each epoch."""
+        return isinstance(self.base, PerImageState) and self.base.needs_train_scores
+
+    def end_epoch(self, train_scores: Tensor | None = None) -> None:
+        """Tell the stateful base loss that the epoch is over (LL-Cp commits its corrections).
+
+        Args:
+            train_scores: ``(N_train, C)`` probabilities on every training image, row ``i`` = dataset index ``i``;
+                required when :attr:`needs_train_scores` is true.
+        """
         if isinstance(self.base, PerImageState):
+            if self.base.needs_train_scores:
+                if train_scores is None:
+                    raise ValueError(f"{type(self.base).__name__} needs the scores of the training images")
+                self.base.observe_train_scores(train_scores)
             self.base.end_epoch()
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:

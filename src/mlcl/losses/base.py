@@ -67,7 +67,9 @@ class PerImageState:
     2. :meth:`param_groups` when the optimiser is built (state trained by gradient, e.g. ROLE's table);
     3. per step, on the global batch: :meth:`current_targets` (the targets every term of the objective then
        sees), then ``forward(logits (N, C), targets (N, C), index (N,))``;
-    4. :meth:`end_epoch` after the last step of each epoch.
+    4. when :attr:`needs_train_scores` is true, :meth:`observe_train_scores` after the last step of each epoch,
+       with the model's scores on every training image (a no-grad pass in eval mode);
+    5. :meth:`end_epoch` after the last step of each epoch.
 
     Under torch.distributed every rank sees the same global batch and indices, so every rank's copy of the
     state receives the same updates.
@@ -76,6 +78,10 @@ class PerImageState:
     #: Called with the batch's dataset indices: ``forward(logits, targets, index)``.
     needs_index = True
 
+    #: True: the trainer scores every training image after each epoch and calls :meth:`observe_train_scores`
+    #: (EM + APL's pseudo-labelling, GPR's pseudo-labels from the model's own scores).
+    needs_train_scores = False
+
     def init_state(self, train_targets: Tensor, *, seed: int) -> None:
         """Create the state from the training targets (row ``i`` is dataset index ``i``)."""
         raise NotImplementedError
@@ -83,6 +89,12 @@ class PerImageState:
     def current_targets(self, targets: Tensor, index: Tensor) -> Tensor:
         """The batch's targets as the loss's state says they are now (default: unchanged)."""
         return targets
+
+    def observe_train_scores(self, scores: Tensor) -> None:
+        """Receive the model's ``(N_train, C)`` probabilities on every training image (row ``i`` = index ``i``).
+
+        Called before :meth:`end_epoch` when :attr:`needs_train_scores` is true; the default does nothing.
+        """
 
     def end_epoch(self) -> None:
         """Commit what the epoch decided (default: nothing)."""
