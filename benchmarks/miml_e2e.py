@@ -1,0 +1,387 @@
+"""End-to-end fine-tuning studies on the MIML photos, run through `mlcl train` and read back with `mlcl compare`.
+
+Two studies share one queue of `mlcl train` runs, executed by ``--jobs`` parallel processes:
+
+* ``missing`` (missing-label methods, with and without CLML): every base of :data:`METHODS` under
+  ``single-positive`` on the training labels. CLML's weight is chosen per base on the trainer's validation split
+  (a seeded 10 % of the TRAINING images; the 300 held-out photos are never used for a choice) from
+  :data:`CLML_GRID` on seed 0; when the best weight is the largest tried, the next one (x10) is added, until the
+  optimum is inside the grid. The chosen weight then runs on seeds 1 and 2 with the base alone beside it. Last in
+  the queue, at lower priority: the same pairs under ``drop:0.5`` (the weight chosen under single-positive).
+* ``mulcon`` (the label-attention head and the contrastive terms, full labels): the rows of :data:`MULCON_ROWS`.
+
+Runs are ordered by priority; with ``--deadline-s`` no run starts after that many seconds (a run already
+started finishes), so a fixed budget gives the most important runs first. A run whose folder already holds
+``metrics.json`` is kept, so an interrupted study resumes. Every run's folder is a normal run folder, and the
+tables are computed by :func:`mlcl.report.compare.compare_runs` (``mlcl compare``): the one place that computes
+paired statistics::
+
+    python benchmarks/miml_e2e.py --out runs/e2e --device cuda --jobs 8
+    mlcl compare runs/e2e/missing/*-sp-s? --baseline <group>     # any sub-table, by hand
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from miml_split import make_split  # noqa: E402
+
+#: Base losses of the missing-label study: table name -> `mlcl train` arguments.
+METHODS: dict[str, list[str]] = {
+    "AN": ["--loss", "bce-an"],
+    "SPLC": ["--loss", "splc"],
+    "LL-R": ["--loss", "ll-r"],
+    "ROLE": ["--loss", "role"],
+    "GR Loss": ["--loss", "gr"],
+    "EM + APL": ["--loss", "em-apl", "-o", "loss.options.warmup_epoch=1"],
+    "BoostLU + LL-R": ["--loss", "boostlu-ll-r"],
+    "GPR (own scores)": ["--loss", "gpr"],
+}
+#: CLML weights of the seed-0 grid, as multiples of 1 / (batch x classes): the official weight 1 on a base summed
+#: over the batch's entries is 1 / (N C) on mlcl's mean-reduced bases; 0.01 is indistinguishable from none.
+CLML_GRID = (0.01, 0.1, 1.0, 10.0)
+#: MulCon study (full labels): row name -> (`mlcl train` arguments, the row it is paired against or None).
+MULCON_ROWS: dict[str, tuple[list[str], str | None]] = {}
+
+
+@dataclass(order=True)
+class Job:
+    """One `mlcl train` run: lower ``priority`` starts first."""
+
+    priority: float
+    name: str = field(compare=False)
+    args: list[str] = field(compare=False)
+    out: Path = field(compare=False)
+
+
+@dataclass
+class Pool:
+    """Runs jobs with ``jobs`` processes; ``on_done`` may queue more jobs."""
+
+    jobs: int
+    threads: int
+    deadline: float
+    log: Path
+    queue: list[Job] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: int = 0
+
+    def add(self, job: Job) -> None:
+        with self.lock:
+            if any(j.out == job.out for j in self.queue):
+                return
+            self.queue.append(job)
+            self.queue.sort()
+
+    def _take(self) -> Job | None:
+        with self.lock:
+            if not self.queue:
+                return None
+            if time.monotonic() > self.deadline:
+                self.skipped += [j.name for j in self.queue]
+                self.queue.clear()
+                return None
+            self.running += 1
+            return self.queue.pop(0)
+
+    def _run(self, job: Job, on_done: Callable[[Job, bool], None]) -> None:
+        ok = (job.out / "metrics.json").is_file()
+        if not ok:
+            job.out.parent.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+            cmd = [sys.executable, "-m", "mlcl", "train", *job.args, "--out", str(job.out), "--overwrite"]
+            t0 = time.monotonic()
+            with open(job.out.parent / f"{job.out.name}.log", "w") as f:
+                rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            ok = rc == 0 and (job.out / "metrics.json").is_file()
+            with self.lock, open(self.log, "a") as f:
+                f.write(
+                    json.dumps(
+                        {"run": str(job.out), "rc": rc, "seconds": round(time.monotonic() - t0, 1), "cmd": cmd[3:]}
+                    )
+                    + "\n"
+                )
+        on_done(job, ok)
+        with self.lock:
+            self.running -= 1
+
+    def run(self, on_done: Callable[[Job, bool], None]) -> None:
+        threads: list[threading.Thread] = []
+        while True:
+            with self.lock:
+                idle = not self.queue and self.running == 0
+                busy = self.running >= self.jobs
+            if idle:
+                break
+            if busy or not self.queue:
+                time.sleep(0.2)
+                continue
+            job = self._take()
+            if job is None:
+                continue
+            t = threading.Thread(target=self._run, args=(job, on_done))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+def _weight_tag(m: float) -> str:
+    return f"clml{m:g}"
+
+
+class MissingStudy:
+    """The missing-label study: grid on seed 0, then the chosen pairs on seeds 1, 2, then drop:0.5."""
+
+    def __init__(self, pool: Pool, root: Path, common: list[str], batch: int, classes: int, methods: list[str]) -> None:
+        self.pool, self.root, self.common, self.methods = pool, root, common, methods
+        self.unit = 1.0 / (batch * classes)
+        self.grid: dict[str, dict[float, float | None]] = {m: {} for m in methods}
+        self.chosen: dict[str, float] = {}
+
+    def run_dir(self, method: str, tag: str, protocol: str, seed: int) -> Path:
+        return self.root / "missing" / f"{_slug(method)}-{tag}-{protocol}-s{seed}"
+
+    def job(self, method: str, mult: float | None, protocol: str, seed: int, priority: float) -> Job:
+        args = [*self.common, *METHODS[method], "--seed", str(seed)]
+        args += ["--missing", {"sp": "single-positive", "drop": "drop:0.5"}[protocol]]
+        tag = "none"
+        if mult is not None:
+            args[args.index("--loss") + 1] += "+clml"
+            args += ["--clml-weight", f"{mult * self.unit:.6g}"]
+            tag = _weight_tag(mult)
+        return Job(priority, f"{method} {tag} {protocol} s{seed}", args, self.run_dir(method, tag, protocol, seed))
+
+    def start(self) -> None:
+        for i, m in enumerate(self.methods):
+            self.pool.add(self.job(m, None, "sp", 0, 1 + i * 1e-3))
+            for mult in CLML_GRID:
+                self.pool.add(self.job(m, mult, "sp", 0, 1 + i * 1e-3))
+
+    def done(self, job: Job, ok: bool) -> None:
+        parts = job.name.rsplit(" ", 3)
+        method, tag, protocol, seed = parts[0], parts[1], parts[2], parts[3]
+        if protocol != "sp" or seed != "s0":
+            return
+        mult = None if tag == "none" else float(tag.removeprefix("clml"))
+        val = _metrics(job.out)["best_val_mAP"] if ok else math.nan
+        with self.pool.lock:
+            self.grid[method][mult if mult is not None else 0.0] = val
+            grid = dict(self.grid[method])
+        tried = sorted(k for k in grid if k > 0)
+        if len(tried) < len(CLML_GRID) or 0.0 not in grid or method in self.chosen:
+            return
+        finite = {k: v for k, v in grid.items() if k > 0 and v is not None and not math.isnan(v)}
+        if not finite:
+            return
+        best = max(finite, key=lambda k: finite[k])
+        if best == tried[-1] and best < 1e4:  # the optimum is at the grid's edge: extend it
+            self.pool.add(self.job(method, best * 10, "sp", 0, 1.5))
+            return
+        self.chosen[method] = best
+        for seed in (1, 2):
+            self.pool.add(self.job(method, None, "sp", seed, 3))
+            self.pool.add(self.job(method, best, "sp", seed, 3))
+        for seed in (0, 1, 2):
+            self.pool.add(self.job(method, None, "drop", seed, 4))
+            self.pool.add(self.job(method, best, "drop", seed, 4))
+
+
+class MulconStudy:
+    """The rows of :data:`MULCON_ROWS` on seeds 0, 1, 2."""
+
+    def __init__(self, pool: Pool, root: Path, common: list[str], rows: list[str]) -> None:
+        self.pool, self.root, self.common, self.rows = pool, root, common, rows
+
+    def run_dir(self, row: str, seed: int) -> Path:
+        return self.root / "mulcon" / f"{_slug(row)}-s{seed}"
+
+    def start(self) -> None:
+        for seed in (0, 1, 2):
+            for i, row in enumerate(self.rows):
+                args = [*self.common, *MULCON_ROWS[row][0], "--seed", str(seed)]
+                self.pool.add(Job(2 + seed * 0.1 + i * 1e-3, f"{row} s{seed}", args, self.run_dir(row, seed)))
+
+    def table(self) -> str:
+        from mlcl.report.compare import compare_runs
+
+        out = [
+            "\n## MulCon study: held-out mAP / CF1 % (full labels; mean ± std over seeds; Δ paired by seed)\n",
+            "| row | mAP | CF1 | paired against | Δ mAP | Δ CF1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            runs = [p for s in (0, 1, 2) if ((p := self.run_dir(row, s)) / "metrics.json").is_file()]
+            if not runs:
+                continue
+            control = MULCON_ROWS[row][1]
+            ctrl = [p for s in (0, 1, 2) if control and ((p := self.run_dir(control, s)) / "metrics.json").is_file()]
+            if ctrl:
+                c = compare_runs([str(p) for p in ctrl + runs], baseline=str(ctrl[0]))
+                g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
+                tail = [control or "", _delta(g.deltas["mAP"]), _delta(g.deltas["CF1"])]
+            else:
+                g = compare_runs([str(p) for p in runs]).groups[0]
+                tail = ["", "", ""]
+            out.append(
+                f"| {row} | {_pm(g.mean['mAP'], g.std['mAP'])} | {_pm(g.mean['CF1'], g.std['CF1'])} | "
+                + " | ".join(tail)
+                + " |"
+            )
+        return "\n".join(out) + "\n"
+
+
+def tables(root: Path, study: MissingStudy | None) -> str:
+    """Markdown tables of the finished runs, all statistics from :func:`mlcl.report.compare.compare_runs`."""
+    from mlcl.report.compare import compare_runs
+
+    out: list[str] = []
+    if study is not None:
+        out.append("## CLML weight grid (seed 0, validation mAP %, single-positive)\n")
+        mults = sorted({k for g in study.grid.values() for k in g})
+        out.append("| method | " + " | ".join("none" if k == 0 else f"{k:g}/(NC)" for k in mults) + " | chosen |")
+        out.append("|---|" + "---|" * (len(mults) + 1))
+        for m in study.methods:
+            g = study.grid[m]
+            cells = [f"{100 * g[k]:.2f}" if k in g and g[k] is not None and not math.isnan(g[k]) else "" for k in mults]
+            chosen = study.chosen.get(m)
+            out.append(f"| {m} | " + " | ".join(cells) + f" | {'' if chosen is None else f'{chosen:g}/(NC)'} |")
+        for protocol in ("sp", "drop"):
+            out.append(f"\n## {protocol}: held-out mAP / CF1 % (mean ± std over seeds; Δ paired by seed)\n")
+            out.append("| method | mAP | CF1 | + CLML (weight) | mAP | CF1 | Δ mAP | Δ CF1 | Δ mAP vs AN |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
+            an = [study.run_dir("AN", "none", protocol, s) for s in range(3)]
+            an = [p for p in an if (p / "metrics.json").is_file()]
+            for m in study.methods:
+                w = study.chosen.get(m)
+                none = [study.run_dir(m, "none", protocol, s) for s in range(3)]
+                none = [p for p in none if (p / "metrics.json").is_file()]
+                if not none:
+                    continue
+                row = [m]
+                c = compare_runs([str(p) for p in none])
+                g = c.groups[0]
+                row += [_pm(g.mean["mAP"], g.std["mAP"]), _pm(g.mean["CF1"], g.std["CF1"])]
+                clml = [study.run_dir(m, _weight_tag(w), protocol, s) for s in range(3)] if w is not None else []
+                clml = [p for p in clml if (p / "metrics.json").is_file()]
+                if clml:
+                    c = compare_runs([str(p) for p in none + clml], baseline=str(none[0]))
+                    g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
+                    row += [
+                        f"{w:g}/(NC) = {w * study.unit:.3g}",
+                        _pm(g.mean["mAP"], g.std["mAP"]),
+                        _pm(g.mean["CF1"], g.std["CF1"]),
+                        _delta(g.deltas["mAP"]),
+                        _delta(g.deltas["CF1"]),
+                    ]
+                else:
+                    row += ["", "", "", "", ""]
+                if m != "AN" and an:
+                    c = compare_runs([str(p) for p in an + none], baseline=str(an[0]))
+                    g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
+                    row.append(_delta(g.deltas["mAP"]))
+                else:
+                    row.append("")
+                out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+
+
+def _delta(d: object) -> str:
+    mean, std, pairs = d.mean, d.std, d.pairs  # type: ignore[attr-defined]
+    if pairs == 0:
+        return ""
+    return f"{100 * mean:+.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}") + f" (n={pairs})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--miml", type=Path, default=Path("../shared/data/miml"))
+    ap.add_argument("--weights", type=Path, default=Path("../shared/weights/tf_efficientnet_lite0.pth"))
+    ap.add_argument("--out", type=Path, default=Path("runs/e2e"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel `mlcl train` processes")
+    ap.add_argument("--threads", type=int, default=2, help="threads per process")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    ap.add_argument("--image-size", type=int, default=160)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--deadline-s", type=float, default=math.inf, help="start no run after this many seconds")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    ap.add_argument("--studies", default="missing,mulcon", help="missing, mulcon or both")
+    args = ap.parse_args()
+
+    t0 = time.monotonic()
+    train_csv, heldout_csv = make_split(args.miml, args.out / "split", seed=0)
+    common = [
+        "--data",
+        str(train_csv),
+        "--test-data",
+        str(heldout_csv),
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--weights",
+        str(args.weights),
+        "--image-size",
+        str(args.image_size),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+        "--no-progress",
+        "-o",
+        "run.tensorboard=false",
+    ]
+    pool = Pool(args.jobs, args.threads, t0 + args.deadline_s, args.out / "runs.jsonl")
+    studies = args.studies.split(",")
+    study = MissingStudy(pool, args.out, common, batch=32, classes=5, methods=args.methods.split(","))
+    mulcon = MulconStudy(pool, args.out, common, list(MULCON_ROWS))
+    if "missing" in studies:
+        study.start()
+    if "mulcon" in studies:
+        mulcon.start()
+    pool.run(lambda job, ok: study.done(job, ok) if job.out.parent.name == "missing" else None)
+    (args.out / "grid.json").write_text(
+        json.dumps(
+            {
+                "grid": {m: {str(k): v for k, v in g.items()} for m, g in study.grid.items()},
+                "chosen": study.chosen,
+                "skipped": pool.skipped,
+            },
+            indent=1,
+        )
+    )
+    text = tables(args.out, study) if "missing" in studies else ""
+    text += mulcon.table() if "mulcon" in studies else ""
+    text += f"\n{len(pool.skipped)} runs not started (deadline); total {time.monotonic() - t0:.0f} s\n"
+    (args.out / "tables.md").write_text(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
