@@ -595,7 +595,9 @@ def build_training(
 
         probe_loader = make_loader(ImageDataset(data.train, eval_tf), per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
-    objective.init_state(train_set.targets, seed=cfg.train.seed)
+    objective.init_state(
+        train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names
+    )
     objective.to(device)
     optimizer = optimizer_from_config(cfg, model, objective)
     scheduler = scheduler_from_config(cfg, optimizer, steps)
