@@ -174,9 +174,15 @@ def gpr_loss(
         logits: ``(N, C)`` logits.
         targets: ``(N, C)`` in {1, 0, -1}.
         pseudo_labels: ``(N, C)`` in {1, 0, -1}; read only where ``targets`` is unknown.
-        epoch, num_epochs, linear_init, beta, alpha, q2, q3: GR Loss's schedule and exponents
-            (:func:`~mlcl.losses.gr_loss.gr_loss`; ``epoch`` is 0-based).
-        lam_1, lam_2: Bounds of the positive-pseudo-label weight ``1 - V+`` (``0 <= lam_2 <= lam_1 <= 1``).
+        epoch: 0-based epoch (GR Loss's schedule, :func:`~mlcl.losses.gr_loss.gr_schedule`).
+        num_epochs: ``T``.
+        linear_init: ``n``.
+        beta: ``[w0, wT, b0, bT]``.
+        alpha: ``[mu0, sigma0, muT, sigmaT]``.
+        q2: Exponent of GR's ``L1``.
+        q3: Exponent of GR's ``L2``.
+        lam_1: Upper bound of the positive-pseudo-label weight ``1 - V+`` (``0 <= lam_2 <= lam_1 <= 1``).
+        lam_2: Lower bound of that weight.
         rho: Soft target of a positive pseudo-label, in [0, 1].
         reg: Weight of the expected-positive regulariser (>= 0).
         expected_num_pos: ``E``, the expected number of positives per image.
@@ -499,9 +505,7 @@ class GPRLoss(EpochScheduled, PerImageState, MultiLabelLoss):
         self.pl_threshold, self.pl_top_k, self.pl_negative_threshold = pl_threshold, pl_top_k, pl_negative_threshold
         self.source = str(pseudo_labels)
         self.needs_train_scores = self.source == OWN_SCORES
-        self.file: PseudoLabelScores | None = (
-            None if self.needs_train_scores else read_pseudo_label_scores(self.source)
-        )
+        self.file: PseudoLabelScores | None = None if self.needs_train_scores else read_pseudo_label_scores(self.source)
         self._ids: list[str] | None = None
         self._class_names: list[str] | None = None
         self.pseudo_table: Tensor | None
@@ -529,8 +533,7 @@ class GPRLoss(EpochScheduled, PerImageState, MultiLabelLoss):
             raise RuntimeError("GPRLoss: a score file needs the training images (`set_train_images`) before init_state")
         if len(self._ids) != t.shape[0] or len(self._class_names) != t.shape[1]:
             raise ValueError(
-                f"GPRLoss: {len(self._ids)} image ids and {len(self._class_names)} classes for targets "
-                f"{tuple(t.shape)}"
+                f"GPRLoss: {len(self._ids)} image ids and {len(self._class_names)} classes for targets {tuple(t.shape)}"
             )
         self.pseudo_table = self._rule(self.file.table_for(self._ids, self._class_names)).to(device)
 

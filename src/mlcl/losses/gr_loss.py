@@ -209,9 +209,11 @@ def gr_loss(
         linear_init: ``n``, the official epochs of frozen-backbone training (the schedules start after them).
         beta: ``[w0, wT, b0, bT]`` of the ``K`` schedule (official default ``[0, 2, -2, -2]``).
         alpha: ``[mu0, sigma0, muT, sigmaT]`` of the ``V`` schedule (official default ``[0.5, 2, 0.8, 0.5]``).
-        q2, q3: Exponents of ``L1``, ``L2`` (official defaults 0.01, 1).
-        K, V: ``(N, C)`` soft pseudo-labels / weights to use instead of the schedule's (e.g. a learned per-class
-            table, the official ``LabelEstimator``); a gradient flows into them if they require one.
+        q2: Exponent of ``L1`` (official default 0.01).
+        q3: Exponent of ``L2`` (official default 1).
+        K: ``(N, C)`` soft pseudo-labels to use instead of the schedule's (e.g. a learned per-class table, the
+            official ``LabelEstimator``); a gradient flows into it if it requires one.
+        V: ``(N, C)`` weights to use instead of the schedule's (same remark).
         variant: ``"paper"`` or ``"official"`` (see above).
         reduction: ``"mean"`` (over ``N*C``), ``"sum"`` or ``"none"``.
 
@@ -263,7 +265,8 @@ class GRLoss(EpochScheduled, MultiLabelLoss):
     Args:
         beta: ``[w0, wT, b0, bT]``, the ``K`` schedule.
         alpha: ``[mu0, sigma0, muT, sigmaT]``, the ``V`` schedule (``sigma0``, ``sigmaT`` > 0).
-        q2, q3: Exponents of the robust losses (> 0).
+        q2: Exponent of the robust "is positive" loss ``L1`` (> 0).
+        q3: Exponent of the robust "is negative" loss ``L2`` (> 0).
         num_epochs: ``T`` (>= 1).
         linear_init: ``n`` in ``[0, T)``.
         variant: ``"paper"`` (default) or ``"official"``.
