@@ -1,4 +1,4 @@
-"""Golden vectors computed with the official CLML and MulCon code.
+"""Golden vectors computed with the official CLML, MulCon, GR Loss and AEVLP code.
 
 Every ``*.npz`` under ``$MLCL_ORACLE_DIR/clml`` and ``$MLCL_ORACLE_DIR/mulcon`` (default
 ``../shared/oracle``) is checked in float64 against the conventions documented in each folder's README.
@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.oracles.aevlp import check_aevlp_case
 from tests.helpers.oracles.clml import check_clml_case
+from tests.helpers.oracles.grloss import check_grloss_case
 from tests.helpers.oracles.mulcon import check_mulcon_case
 from tests.helpers.paths import ORACLE_DIR
 
-CHECKERS = {"clml": check_clml_case, "mulcon": check_mulcon_case}
+CHECKERS = {
+    "clml": check_clml_case,
+    "mulcon": check_mulcon_case,
+    "grloss": check_grloss_case,
+    "aevlp": check_aevlp_case,
+}
 
 
 def _cases() -> list[tuple[str, Path]]:

@@ -33,7 +33,9 @@ DOC = REPO / "docs" / "reproduction.md"
 FILES = sorted(CONFIGS.rglob("*.yaml"))
 RELS = [f.relative_to(REPO).as_posix() for f in FILES]
 
-BASE_LOSSES = {"bce", "bce-an", "wan", "epr", "role", "focal", "asl", "hill", "splc", "ll-r", "ll-ct", "ll-cp"}
+BASE_LOSSES = {
+    "bce", "bce-an", "wan", "epr", "role", "focal", "asl", "hill", "splc", "ll-r", "ll-ct", "ll-cp", "gr", "gpr",
+}  # fmt: skip
 HEADER_LABELS = ("Paper:", "Setting:", "Command:", "Published:", "Differs:")
 MARKERS = ("[V]", "[A]", "[R]", "[abs]", "[NOT FOUND]")
 DATA_KIND = {"coco": "coco", "voc2007": "voc2007", "voc2012": "voc2012", "nuswide": "nuswide"}
@@ -98,7 +100,8 @@ def test_kit_has_every_group() -> None:
     # P1: COCO 3 settings + NUS-WIDE + VOC single, 4 bases, with and without CLML.
     assert counts["clml"] == (3 + 1 + 1) * 4 * 2
     assert counts["hill-splc"] == 3 * 2
-    assert counts["cole"] == 3 * 8  # VOC12 / COCO / NUS x full, AN, WAN, EPR, ROLE, LL-R, LL-Ct, LL-Cp
+    # VOC12 / COCO / NUS x full, AN, WAN, EPR, ROLE, LL-R, LL-Ct, LL-Cp, GR Loss, GPR (AEVLP)
+    assert counts["cole"] == 3 * 10
     assert counts["partial"] >= 6 and counts["mulcon"] == 3 and counts["full"] == 3
     assert (CONFIGS / "smoke.yaml").is_file()
 
@@ -294,6 +297,8 @@ EPR_K = {"voc2012": 1.5, "coco": 2.9, "nuswide": 1.9}
 
 def test_cole_p2_recipe() -> None:
     for path in _group("configs/cole/"):
+        if path.stem in GR_METHODS:
+            continue  # their own recipes: test_gr_and_gpr_recipes
         dataset = _rel(path).split("/")[2]
         c = config_to_dict(load_config(path))
         assert c["model"]["backbone"] == "resnet50.tv_in1k"  # torchvision V1 weights (LL issue #3: V2 differs)
@@ -313,6 +318,50 @@ def test_cole_p2_recipe() -> None:
             assert c["loss"]["options"] == {"expected_num_pos": EPR_K[dataset]}
         if path.stem == "role":
             assert c["loss"]["options"] == {"expected_num_pos": EPR_K[dataset], "lr_mult": 1.0}
+
+
+# GR Loss (yan4xi1/GRLoss config.py:78-102; no per-dataset values in the repository) and AEVLP
+# (Fsoft-AIC/AEVLP configs/<dataset>.json), both on Cole et al.'s base: Adam, backbone 1e-5, classifier x10.
+GR_METHODS = ("gr", "gpr")
+GR_OPTIONS = {"beta": [0, 2, -2, -2], "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0, "variant": "official"}
+AEVLP = {  # beta, [lam_1, lam_2], reg, expected positives, epochs, batch, DAMP threshold, DAMP top-k
+    "voc2012": ([0, 2, -2, -2], [0.7, 0.4], 0.05, 1.5, 8, 8, 0.5, 3),
+    "coco": ([0, 10, -2, -8], [0.7, 0.5], 0.001, 2.9, 8, 16, 0.5, 3),
+    "nuswide": ([0, 10, -2, -8], [0.7, 0.5], 0.001, 1.9, 10, 16, 0.6, 3),
+}
+GR_PUBLISHED = {"voc2012": "89.83", "coco": "73.17", "nuswide": "49.08"}
+GPR_PUBLISHED = {"voc2012": "90.46", "coco": "73.54", "nuswide": "50.70"}
+
+
+def test_gr_and_gpr_recipes() -> None:
+    found = set()
+    for path in _group("configs/cole/"):
+        if path.stem not in GR_METHODS:
+            continue
+        dataset = _rel(path).split("/")[2]
+        found.add((dataset, path.stem))
+        c = config_to_dict(load_config(path))
+        assert c["model"]["backbone"] == "resnet50.tv_in1k" and c["data"]["image_size"] == 448
+        o = c["optim"]
+        assert (o["name"], o["lr"], o["backbone_lr"], o["weight_decay"], o["schedule"]) == (
+            "adam", 1e-4, 1e-5, 0.0, "constant"
+        )  # fmt: skip
+        opts = c["loss"]["options"]
+        published = _field(path, "Published:")
+        if path.stem == "gr":
+            assert opts == GR_OPTIONS
+            assert (c["train"]["epochs"], c["train"]["batch_size"]) == (8, 8)
+            assert published.startswith(GR_PUBLISHED[dataset] + " mAP")
+            continue
+        beta, lam, reg, k, epochs, batch, thr, top_k = AEVLP[dataset]
+        assert opts == {
+            "beta": beta, "alpha": [0.5, 2, 0.8, 0.5], "q2": 0.01, "q3": 1.0, "lam_1": lam[0], "lam_2": lam[1],
+            "rho": 0.9, "reg": reg, "expected_num_pos": k, "pl_threshold": thr, "pl_top_k": top_k,
+            "variant": "official",
+        }  # fmt: skip
+        assert (c["train"]["epochs"], c["train"]["batch_size"]) == (epochs, batch)
+        assert published.startswith(GPR_PUBLISHED[dataset] + " mAP")
+    assert found == {(d, m) for d in AEVLP for m in GR_METHODS}
 
 
 def test_partial_folders_name_their_proportion() -> None:

@@ -203,6 +203,8 @@ def test_registry_and_build_loss() -> None:
         "ll-r",
         "ll-ct",
         "ll-cp",
+        "gr",
+        "gpr",
     }
     assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
     with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
@@ -253,6 +255,8 @@ BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "ll-r": [{"delta_rel": 2.0}],
     "ll-ct": [{"delta_rel": -0.1}],
     "ll-cp": [{"delta_rel": 1.5}],
+    "gr": [{"q2": 0.0}, {"q3": NAN}, {"num_epochs": 0}, {"variant": "x"}],
+    "gpr": [{"lam_1": 1.5}, {"rho": -0.1}, {"reg": INF}, {"pl_threshold": 2.0}, {"q2": -1.0}],
 }
 BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
 
@@ -280,9 +284,15 @@ def _role(z: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
     return LF.role_loss(z, torch.zeros_like(z), y, **kw)
 
 
+def _gpr(z: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
+    return LF.gpr_loss(z, y, torch.zeros_like(y), **kw)
+
+
 @pytest.mark.parametrize(
     ("fn", "kwargs"),
     [
+        (LF.gr_loss, {"q2": 0.0}),
+        (_gpr, {"lam_2": 1.5}),
         (LF.binary_cross_entropy, {"clamp_eps": 0.0}),
         (LF.binary_cross_entropy, {"unknown": "skip"}),
         (LF.weak_assume_negative, {"gamma": -0.5}),

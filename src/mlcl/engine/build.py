@@ -217,7 +217,7 @@ def objective_from_config(cfg: Config) -> Objective:
         raise ConfigError(
             f"`loss.name`={c.name!r}: unknown loss {base_name!r}; valid names: {', '.join(sorted(LOSSES))}"
         )
-    base_args = {"reduction": ("loss.reduction", c.reduction)}
+    base_args: dict[str, tuple[str, Any]] = {"reduction": ("loss.reduction", c.reduction)}
     base_args.update({str(k): (f"loss.options.{k}", v) for k, v in c.options.items()})
     options = dict(c.options)
     if "num_epochs" in inspect.signature(LOSSES[base_name.lower()]).parameters and "num_epochs" not in options:
@@ -595,7 +595,7 @@ def build_training(
 
         probe_loader = make_loader(ImageDataset(data.train, eval_tf), per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
-    objective.init_state(train_set.targets, seed=cfg.train.seed)
+    objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
     objective.to(device)
     optimizer = optimizer_from_config(cfg, model, objective)
     scheduler = scheduler_from_config(cfg, optimizer, steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -79,9 +80,26 @@ class Objective(nn.Module):
         """Whether the base loss keeps per-image state (and so needs the batch's dataset indices)."""
         return isinstance(self.base, PerImageState)
 
-    def init_state(self, train_targets: Tensor, *, seed: int) -> None:
-        """Create the per-image state of the base loss from the ``(N_train, C)`` training targets."""
+    def init_state(
+        self,
+        train_targets: Tensor,
+        *,
+        seed: int,
+        ids: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        """Create the per-image state of the base loss from the ``(N_train, C)`` training targets.
+
+        Args:
+            train_targets: ``(N_train, C)`` in {1, 0, -1}, row ``i`` = dataset index ``i``.
+            seed: Seed of any random initialisation of the state.
+            ids: The training images' ids (row order), given to
+                :meth:`~mlcl.losses.base.PerImageState.set_train_images` with ``class_names`` when both are given.
+            class_names: The ``C`` class names.
+        """
         if isinstance(self.base, PerImageState):
+            if ids is not None and class_names is not None:
+                self.base.set_train_images(ids, class_names)
             self.base.init_state(train_targets, seed=seed)
 
     def begin_epoch(self, epoch: int) -> None:

@@ -24,6 +24,8 @@ from mlcl.losses.base import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
 from mlcl.losses.bce import BCELoss as BCELoss
 from mlcl.losses.clml import CLML as CLML
+from mlcl.losses.gpr import GPRLoss as GPRLoss
+from mlcl.losses.gr_loss import GRLoss as GRLoss
 from mlcl.losses.hill import Hill as Hill
 from mlcl.losses.large_loss import LargeLossPermanentCorrection as LargeLossPermanentCorrection
 from mlcl.losses.large_loss import LargeLossRejection as LargeLossRejection
@@ -46,6 +48,8 @@ __all__ = [
     "EpochScheduled",
     "ExpectedPositiveRegularization",
     "FocalLoss",
+    "GPRLoss",
+    "GRLoss",
     "Hill",
     "ImageSupConLoss",
     "LabelSupConLoss",
@@ -76,6 +80,8 @@ LOSSES: dict[str, type[MultiLabelLoss]] = {
     "ll-r": LargeLossRejection,
     "ll-ct": LargeLossTemporaryCorrection,
     "ll-cp": LargeLossPermanentCorrection,
+    "gr": GRLoss,
+    "gpr": GPRLoss,
 }
 
 

@@ -8,6 +8,7 @@ subclasses them next to :class:`MultiLabelLoss` and plugs in without touching th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -61,6 +62,8 @@ class PerImageState:
 
     The objective calls, in this order:
 
+    0. :meth:`set_train_images` with the training images' ids and the class names, when the caller knows them
+       (the trainer does; the default ignores them);
     1. :meth:`init_state` once, with the ``(N_train, C)`` training targets, before the optimiser is built (a
        resumed run then loads the state from the checkpoint: it must live in the module's parameters or
        buffers, so that it is part of ``state_dict()``);
@@ -81,6 +84,13 @@ class PerImageState:
     #: True: the trainer scores every training image after each epoch and calls :meth:`observe_train_scores`
     #: (EM + APL's pseudo-labelling, GPR's pseudo-labels from the model's own scores).
     needs_train_scores = False
+
+    def set_train_images(self, ids: Sequence[str], class_names: Sequence[str]) -> None:
+        """Receive the ``N_train`` image ids (row ``i`` = dataset index ``i``) and the ``C`` class names.
+
+        Called before :meth:`init_state` by a caller that knows them (a loss that reads per-image data from a
+        file, matched by image name: GPR's pseudo-label scores); the default does nothing.
+        """
 
     def init_state(self, train_targets: Tensor, *, seed: int) -> None:
         """Create the state from the training targets (row ``i`` is dataset index ``i``)."""

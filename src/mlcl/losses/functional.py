@@ -1,9 +1,9 @@
 """Functional forms of every loss in :mod:`mlcl.losses`, gathered in one namespace.
 
 A facade: each function is defined next to its module, in its family's file (``bce``, ``asl``, ``hill``,
-``splc``, ``large_loss``, ``single_positive``, ``role``, ``clml``, ``supcon``), where its docstring holds
-its equation and normaliser. Import from here (``from mlcl.losses.functional import clml``, ``LF.hill_loss``)
-or from the family module; both are the same objects.
+``splc``, ``large_loss``, ``single_positive``, ``role``, ``clml``, ``supcon``, ``gr_loss``, ``gpr``), where its
+docstring holds its equation and normaliser. Import from here (``from mlcl.losses.functional import clml``,
+``LF.hill_loss``) or from the family module; both are the same objects.
 
 Element-wise losses take ``logits`` ``(N, C)`` (before the sigmoid) and ``targets`` ``(N, C)`` in
 {1, 0, -1} (positive, negative, unknown; see :mod:`mlcl.targets`) and return a scalar for ``reduction``
@@ -20,6 +20,8 @@ from mlcl.losses._nuclear import batched_eigh, eigh_size_groups
 from mlcl.losses.asl import asymmetric_loss, focal_loss
 from mlcl.losses.bce import binary_cross_entropy
 from mlcl.losses.clml import CLMLTerms, clml, clml_correct_targets, clml_terms
+from mlcl.losses.gpr import damp_pseudo_labels, gpr_loss, pseudo_labels_from_scores
+from mlcl.losses.gr_loss import gr_loss, gr_schedule, gr_weights
 from mlcl.losses.hill import hill_loss
 from mlcl.losses.large_loss import Scheme, large_loss, large_loss_selection
 from mlcl.losses.role import role_loss
@@ -40,12 +42,18 @@ __all__ = [
     "clml_terms",
     "eigh_size_groups",
     "expected_positive_regularization",
+    "damp_pseudo_labels",
     "focal_loss",
+    "gpr_loss",
+    "gr_loss",
+    "gr_schedule",
+    "gr_weights",
     "hill_loss",
     "image_supcon",
     "label_supcon",
     "large_loss",
     "large_loss_selection",
+    "pseudo_labels_from_scores",
     "role_loss",
     "select_contrast_rows",
     "splc_loss",
