@@ -23,6 +23,9 @@ from mlcl.losses.base import EpochScheduled as EpochScheduled
 from mlcl.losses.base import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
 from mlcl.losses.bce import BCELoss as BCELoss
+from mlcl.losses.boostlu import BoostLULargeLossPermanentCorrection as BoostLULargeLossPermanentCorrection
+from mlcl.losses.boostlu import BoostLULargeLossRejection as BoostLULargeLossRejection
+from mlcl.losses.boostlu import BoostLULargeLossTemporaryCorrection as BoostLULargeLossTemporaryCorrection
 from mlcl.losses.clml import CLML as CLML
 from mlcl.losses.hill import Hill as Hill
 from mlcl.losses.large_loss import LargeLossPermanentCorrection as LargeLossPermanentCorrection
@@ -43,6 +46,9 @@ __all__ = [
     "AssumeNegativeBCELoss",
     "AsymmetricLoss",
     "BCELoss",
+    "BoostLULargeLossPermanentCorrection",
+    "BoostLULargeLossRejection",
+    "BoostLULargeLossTemporaryCorrection",
     "EpochScheduled",
     "ExpectedPositiveRegularization",
     "FocalLoss",
@@ -76,6 +82,9 @@ LOSSES: dict[str, type[MultiLabelLoss]] = {
     "ll-r": LargeLossRejection,
     "ll-ct": LargeLossTemporaryCorrection,
     "ll-cp": LargeLossPermanentCorrection,
+    "boostlu-ll-r": BoostLULargeLossRejection,
+    "boostlu-ll-ct": BoostLULargeLossTemporaryCorrection,
+    "boostlu-ll-cp": BoostLULargeLossPermanentCorrection,
 }
 
 
