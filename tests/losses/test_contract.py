@@ -203,6 +203,9 @@ def test_registry_and_build_loss() -> None:
         "ll-r",
         "ll-ct",
         "ll-cp",
+        "boostlu-ll-r",
+        "boostlu-ll-ct",
+        "boostlu-ll-cp",
     }
     assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
     with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
@@ -253,6 +256,9 @@ BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "ll-r": [{"delta_rel": 2.0}],
     "ll-ct": [{"delta_rel": -0.1}],
     "ll-cp": [{"delta_rel": 1.5}],
+    "boostlu-ll-r": [{"delta_rel": 2.0}, {"alpha": 0.0}, {"candidates": "x"}, {"schedule": "x"}],
+    "boostlu-ll-ct": [{"delta_rel": -0.1}, {"alpha": NAN}],
+    "boostlu-ll-cp": [{"delta_rel": 1.5}, {"alpha": -1.0}],
 }
 BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
 

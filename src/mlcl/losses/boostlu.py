@@ -304,6 +304,9 @@ class _BoostLU(_LargeLoss):
 class BoostLULargeLossRejection(_BoostLU):
     """BoostLU + LL-R (CLI name ``boostlu-ll-r``): reject the largest unknown losses; the head boosts the CAM.
 
+    :func:`boostlu_large_loss` with ``scheme="LL-R"`` (equation and normaliser there) at the current epoch's
+    official ``k``.
+
     Args:
         alpha: BoostLU's boost factor, given to the model's head by the builder (official 5).
         delta_rel: Per-epoch increase of the rejected fraction (official and default 0.005).
@@ -319,7 +322,8 @@ class BoostLULargeLossRejection(_BoostLU):
 class BoostLULargeLossTemporaryCorrection(_BoostLU):
     """BoostLU + LL-Ct (CLI name ``boostlu-ll-ct``): the largest unknown losses count as positives in this batch.
 
-    Arguments as :class:`BoostLULargeLossRejection`; ``delta_rel`` official and default 0.002.
+    :func:`boostlu_large_loss` with ``scheme="LL-Ct"``. Arguments as :class:`BoostLULargeLossRejection`;
+    ``delta_rel`` official and default 0.002.
     """
 
     scheme: ClassVar = "correct"
@@ -329,7 +333,7 @@ class BoostLULargeLossTemporaryCorrection(_BoostLU):
 class BoostLULargeLossPermanentCorrection(_BoostLU, LargeLossPermanentCorrection):
     """BoostLU + LL-Cp (CLI name ``boostlu-ll-cp``): ``k = ceil(N C delta_rel)`` corrections per batch, kept.
 
-    From the second epoch on, the selected unknown entries are corrected as in LL-Ct and become positives of the
+    :func:`boostlu_large_loss` with ``scheme="LL-Cp"``. From the second epoch on, the selected unknown entries are corrected as in LL-Ct and become positives of the
     label table at the end of the epoch (the table and the pending corrections are
     :class:`~mlcl.losses.large_loss.LargeLossPermanentCorrection`'s: a buffer and extra state, so a run resumes
     exactly). The official code writes them into the training label matrix after each step (train.py:74-75);
