@@ -34,8 +34,10 @@ def _naive(z: list[list[float]], t: list[list[int]], scheme: str, k: int, candid
         return max(v, 0.0) - v * y + math.log1p(math.exp(-abs(v)))
 
     u = {(i, j): (bce(z[i][j], 0.0) if t[i][j] == -1 else 0.0) for i in range(n) for j in range(c)}
-    pool = sorted(u.values(), reverse=True) if candidates == "all" else sorted(
-        (v for (i, j), v in u.items() if t[i][j] == -1), reverse=True
+    pool = (
+        sorted(u.values(), reverse=True)
+        if candidates == "all"
+        else sorted((v for (i, j), v in u.items() if t[i][j] == -1), reverse=True)
     )
     kk = min(k, len(pool))
     if kk == 0:
@@ -72,7 +74,12 @@ def test_loss_selection_and_gradient_against_loops(scheme: str, candidates: str)
         k = LF.boostlu_k(z.numel(), scheme, clean_rate=clean_rate, delta_rel=0.05)
         zz = z.clone().requires_grad_()
         out = LF.boostlu_large_loss(
-            zz, t, scheme=scheme, clean_rate=clean_rate, delta_rel=0.05, candidates=candidates  # type: ignore[arg-type]
+            zz,
+            t,
+            scheme=scheme,
+            clean_rate=clean_rate,
+            delta_rel=0.05,
+            candidates=candidates,  # type: ignore[arg-type]
         )
         want, chosen = _naive(z.tolist(), t.tolist(), scheme, k, candidates)
         assert out.k == k

@@ -333,12 +333,12 @@ class BoostLULargeLossTemporaryCorrection(_BoostLU):
 class BoostLULargeLossPermanentCorrection(_BoostLU, LargeLossPermanentCorrection):
     """BoostLU + LL-Cp (CLI name ``boostlu-ll-cp``): ``k = ceil(N C delta_rel)`` corrections per batch, kept.
 
-    :func:`boostlu_large_loss` with ``scheme="LL-Cp"``. From the second epoch on, the selected unknown entries are corrected as in LL-Ct and become positives of the
-    label table at the end of the epoch (the table and the pending corrections are
-    :class:`~mlcl.losses.large_loss.LargeLossPermanentCorrection`'s: a buffer and extra state, so a run resumes
-    exactly). The official code writes them into the training label matrix after each step (train.py:74-75);
-    since an image is seen once per epoch, the first time a corrected label is read is in a later epoch either
-    way. Arguments as :class:`BoostLULargeLossRejection`; ``delta_rel`` official and default 0.001.
+    :func:`boostlu_large_loss` with ``scheme="LL-Cp"``. From the second epoch on, the selected unknown entries
+    are corrected as in LL-Ct and become positives of the label table at the end of the epoch (the table and the
+    pending corrections are :class:`~mlcl.losses.large_loss.LargeLossPermanentCorrection`'s: a buffer and extra
+    state, so a run resumes exactly). The official code writes them into the training label matrix after each
+    step (train.py:74-75); since an image is seen once per epoch, the first time a corrected label is read is in a
+    later epoch either way. Arguments as :class:`BoostLULargeLossRejection`; ``delta_rel`` official and default 0.001.
     """
 
     scheme: ClassVar = "correct"
