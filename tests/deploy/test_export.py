@@ -40,6 +40,33 @@ def test_export_parity(backbone: str, size: int, head: str, tmp_path: Path) -> N
         assert (got_ts - want).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_keeps_the_boostlu_boost(fmt: str, tmp_path: Path) -> None:
+    """A boosted head (BoostLU, cam_boost=5) exports with the boost: the file matches the boosted model, not the
+    plain head with the same weights, on a 2x2 class activation map."""
+    torch.manual_seed(0)
+    model = create_model("resnet10t", 4, cam_boost=5.0).eval()
+    torch.manual_seed(0)
+    plain = create_model("resnet10t", 4).eval()
+    path = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
+    diff = export_model(model, path, fmt=fmt, image_size=64, metadata={"class_names": list("abcd")})
+    assert diff <= 1e-4
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    if fmt == "onnx":
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(sess.run(None, {"image": x.numpy()})[0])
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            got = torch.jit.load(str(path))(x)
+    with torch.no_grad():
+        cam = model.class_activation_map(model.backbone(x))
+        want = torch.sigmoid(torch.where(cam > 0, 5 * cam, cam).mean((2, 3)))
+        other = torch.sigmoid(plain(x).logits)
+    assert (got - want).abs().max() <= 1e-4
+    assert (got - other).abs().max() > 1e-3
+
+
 def test_unfaithful_export_is_refused_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlcl.export as ex
 

@@ -1,6 +1,6 @@
-"""Golden vectors computed with the official CLML, MulCon, GR Loss and AEVLP code.
+"""Golden vectors computed with the official CLML, MulCon, GR Loss, AEVLP and BoostLU code.
 
-Every ``*.npz`` under ``$MLCL_ORACLE_DIR/clml`` and ``$MLCL_ORACLE_DIR/mulcon`` (default
+Every ``*.npz`` under ``$MLCL_ORACLE_DIR/<family>`` for each family of :data:`CHECKERS` (default
 ``../shared/oracle``) is checked in float64 against the conventions documented in each folder's README.
 The checks are driven by the documented field names, never by individual cases: a file that cannot be
 interpreted fails the test.
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.oracles.aevlp import check_aevlp_case
+from tests.helpers.oracles.boostlu import check_boostlu_case
 from tests.helpers.oracles.clml import check_clml_case
 from tests.helpers.oracles.grloss import check_grloss_case
 from tests.helpers.oracles.mulcon import check_mulcon_case
@@ -24,6 +25,7 @@ CHECKERS = {
     "mulcon": check_mulcon_case,
     "grloss": check_grloss_case,
     "aevlp": check_aevlp_case,
+    "boostlu": check_boostlu_case,
 }
 
 

@@ -36,6 +36,7 @@ RELS = [f.relative_to(REPO).as_posix() for f in FILES]
 BASE_LOSSES = {
     "bce", "bce-an", "wan", "epr", "role", "focal", "asl", "hill", "splc", "ll-r", "ll-ct", "ll-cp", "gr", "gpr",
 }  # fmt: skip
+BASE_LOSSES |= {"boostlu-ll-r", "boostlu-ll-ct", "boostlu-ll-cp"}
 HEADER_LABELS = ("Paper:", "Setting:", "Command:", "Published:", "Differs:")
 MARKERS = ("[V]", "[A]", "[R]", "[abs]", "[NOT FOUND]")
 DATA_KIND = {"coco": "coco", "voc2007": "voc2007", "voc2012": "voc2012", "nuswide": "nuswide"}
@@ -100,8 +101,9 @@ def test_kit_has_every_group() -> None:
     # P1: COCO 3 settings + NUS-WIDE + VOC single, 4 bases, with and without CLML.
     assert counts["clml"] == (3 + 1 + 1) * 4 * 2
     assert counts["hill-splc"] == 3 * 2
-    # VOC12 / COCO / NUS x full, AN, WAN, EPR, ROLE, LL-R, LL-Ct, LL-Cp, GR Loss, GPR (AEVLP)
-    assert counts["cole"] == 3 * 10
+    # VOC12 / COCO / NUS x full, AN, WAN, EPR, ROLE, LL-R, LL-Ct, LL-Cp, GR Loss, GPR (AEVLP),
+    # BoostLU + LL-R / LL-Ct / LL-Cp
+    assert counts["cole"] == 3 * 13
     assert counts["partial"] >= 6 and counts["mulcon"] == 3 and counts["full"] == 3
     assert (CONFIGS / "smoke.yaml").is_file()
 
@@ -293,6 +295,9 @@ LL_DELTA = {
     "nuswide": {"ll-r": 0.4, "ll-ct": 0.2, "ll-cp": 0.2},
 }
 EPR_K = {"voc2012": 1.5, "coco": 2.9, "nuswide": 1.9}
+# BoostLU (youngwk/BridgeGapExplanationPAMC config.py and README): alpha 5 and Adam 1e-5 (classifier x10) for every
+# dataset; delta_rel fixed per scheme (per cent in the code).
+BOOSTLU_DELTA = {"boostlu-ll-r": 0.5, "boostlu-ll-ct": 0.2, "boostlu-ll-cp": 0.1}
 
 
 def test_cole_p2_recipe() -> None:
@@ -305,7 +310,8 @@ def test_cole_p2_recipe() -> None:
         assert (c["data"]["image_size"], c["data"]["val_fraction"]) == (448, 0.2)
         assert (c["train"]["epochs"], c["train"]["batch_size"], c["train"]["ema"]) == (10, 16, False)
         # ROLE: Cole's optimiser (Adam) for every dataset, LL's COCO rates; the estimates at 10x the network
-        name, lr, momentum, wd = LL_OPTIM["coco" if path.stem == "role" else dataset]
+        boostlu = path.stem.startswith("boostlu-")
+        name, lr, momentum, wd = LL_OPTIM["coco" if path.stem == "role" or boostlu else dataset]
         o = c["optim"]
         assert (o["name"], o["backbone_lr"], o["weight_decay"], o["schedule"]) == (name, lr, wd, "constant")
         assert o["lr"] == pytest.approx(10 * lr)  # lr_mult 10 on the classifier
@@ -314,6 +320,9 @@ def test_cole_p2_recipe() -> None:
         if path.stem.startswith("ll-"):
             # The maintainer's values are in per cent; mlcl's option is a fraction (LargeLossRejection docstring).
             assert c["loss"]["options"] == {"delta_rel": pytest.approx(LL_DELTA[dataset][path.stem] / 100)}
+        if boostlu:
+            options = {"alpha": 5.0, "delta_rel": pytest.approx(BOOSTLU_DELTA[path.stem] / 100)}
+            assert c["loss"]["options"] == options and c["model"]["head"] == "linear"
         if path.stem == "epr":
             assert c["loss"]["options"] == {"expected_num_pos": EPR_K[dataset]}
         if path.stem == "role":

@@ -205,6 +205,9 @@ def test_registry_and_build_loss() -> None:
         "ll-cp",
         "gr",
         "gpr",
+        "boostlu-ll-r",
+        "boostlu-ll-ct",
+        "boostlu-ll-cp",
     }
     assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
     with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
@@ -257,6 +260,9 @@ BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "ll-cp": [{"delta_rel": 1.5}],
     "gr": [{"q2": 0.0}, {"q3": NAN}, {"num_epochs": 0}, {"variant": "x"}],
     "gpr": [{"lam_1": 1.5}, {"rho": -0.1}, {"reg": INF}, {"pl_threshold": 2.0}, {"q2": -1.0}],
+    "boostlu-ll-r": [{"delta_rel": 2.0}, {"alpha": 0.0}, {"candidates": "x"}, {"schedule": "x"}],
+    "boostlu-ll-ct": [{"delta_rel": -0.1}, {"alpha": NAN}],
+    "boostlu-ll-cp": [{"delta_rel": 1.5}, {"alpha": -1.0}],
 }
 BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
 

@@ -41,6 +41,7 @@ from mlcl.models.factory import create_model
 __all__ = [
     "Training",
     "build_training",
+    "cam_boost_from_config",
     "check_model_config",
     "check_optimizer_config",
     "multiplier_from_config",
@@ -87,6 +88,26 @@ def parse_loss_name(name: str) -> tuple[str, bool]:
     return parts[0], use_clml
 
 
+def cam_boost_from_config(cfg: Config) -> float:
+    """The head's BoostLU boost factor ``alpha``: 1, unless the loss trains a boosted class activation map.
+
+    A base loss whose class sets ``boosts_cam`` (``boostlu-ll-r``, ``boostlu-ll-ct``, ``boostlu-ll-cp``) gives the
+    linear head ``cam_boost = loss.options.alpha`` (or the class's default, the official 5). The value lives in the
+    configuration, which every checkpoint records, so ``mlcl eval``/``predict``/``export`` rebuild the same boosted
+    model (:func:`resolve_recipe` writes the default into ``loss.options`` of a run's configuration).
+    """
+    from mlcl.losses import LOSSES
+
+    base, _ = parse_loss_name(cfg.loss.name)
+    cls = LOSSES.get(base.lower())
+    if cls is None or not getattr(cls, "boosts_cam", False):
+        return 1.0
+    alpha = cfg.loss.options.get("alpha", inspect.signature(cls).parameters["alpha"].default)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise ConfigError(f"`loss.options.alpha`={alpha!r}: BoostLU's boost factor must be a number > 0")
+    return float(alpha)
+
+
 def projection_from_config(cfg: Config) -> Projection | None:
     """Which projection the model computes: ``label``, ``image`` or ``None``."""
     mode = cfg.loss.contrastive
@@ -123,6 +144,8 @@ def resolve_recipe(cfg: Config) -> Config:
     if cfg.train.freeze_bn is None:
         cfg.train.freeze_bn = default_recipe(cfg)
     cfg.train.head_init = _head_init(cfg)
+    if cam_boost_from_config(cfg) != 1 and "alpha" not in cfg.loss.options:
+        cfg.loss.options = {**cfg.loss.options, "alpha": cam_boost_from_config(cfg)}  # recorded in the checkpoint
     return cfg
 
 
@@ -153,6 +176,7 @@ def _head_args(cfg: Config) -> dict[str, tuple[str, Any]]:
         "num_sab": ("model.head_num_sab", m.head_num_sab),
         "proj_hidden": ("model.proj_hidden", m.proj_hidden),
         "proj_dim": ("model.proj_dim", m.proj_dim),
+        "cam_boost": ("loss.options.alpha", cam_boost_from_config(cfg)),
     }
 
 
@@ -167,12 +191,16 @@ def check_model_config(cfg: Config) -> None:
     head_kwargs.update(proj_hidden=m.proj_hidden, proj_dim=m.proj_dim)
     with _naming_keys(f"head {m.head!r}", _head_args(cfg)):
         check_classifier_args(
-            m.head, drop_rate=m.drop_rate, projection=projection_from_config(cfg), head_kwargs=head_kwargs
+            m.head,
+            drop_rate=m.drop_rate,
+            projection=projection_from_config(cfg),
+            head_kwargs=head_kwargs,
+            cam_boost=cam_boost_from_config(cfg),
         )
 
 
 def model_from_config(cfg: Config, num_classes: int, *, from_checkpoint: bool = False) -> MultiLabelClassifier:
-    """Build the model described by ``cfg.model`` (and the projection ``cfg.loss`` needs).
+    """Build the model described by ``cfg.model`` (and the projection and CAM boost ``cfg.loss`` needs).
 
     Args:
         cfg: The configuration.
@@ -194,6 +222,7 @@ def model_from_config(cfg: Config, num_classes: int, *, from_checkpoint: bool = 
         head_num_sab=m.head_num_sab,
         proj_hidden=m.proj_hidden,
         proj_dim=m.proj_dim,
+        cam_boost=cam_boost_from_config(cfg),
     )
 
 

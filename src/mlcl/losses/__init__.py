@@ -23,6 +23,9 @@ from mlcl.losses.base import EpochScheduled as EpochScheduled
 from mlcl.losses.base import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
 from mlcl.losses.bce import BCELoss as BCELoss
+from mlcl.losses.boostlu import BoostLULargeLossPermanentCorrection as BoostLULargeLossPermanentCorrection
+from mlcl.losses.boostlu import BoostLULargeLossRejection as BoostLULargeLossRejection
+from mlcl.losses.boostlu import BoostLULargeLossTemporaryCorrection as BoostLULargeLossTemporaryCorrection
 from mlcl.losses.clml import CLML as CLML
 from mlcl.losses.gpr import GPRLoss as GPRLoss
 from mlcl.losses.gr_loss import GRLoss as GRLoss
@@ -45,6 +48,9 @@ __all__ = [
     "AssumeNegativeBCELoss",
     "AsymmetricLoss",
     "BCELoss",
+    "BoostLULargeLossPermanentCorrection",
+    "BoostLULargeLossRejection",
+    "BoostLULargeLossTemporaryCorrection",
     "EpochScheduled",
     "ExpectedPositiveRegularization",
     "FocalLoss",
@@ -82,6 +88,9 @@ LOSSES: dict[str, type[MultiLabelLoss]] = {
     "ll-cp": LargeLossPermanentCorrection,
     "gr": GRLoss,
     "gpr": GPRLoss,
+    "boostlu-ll-r": BoostLULargeLossRejection,
+    "boostlu-ll-ct": BoostLULargeLossTemporaryCorrection,
+    "boostlu-ll-cp": BoostLULargeLossPermanentCorrection,
 }
 
 

@@ -19,6 +19,7 @@ from mlcl.losses._common import Reduction, Unknown
 from mlcl.losses._nuclear import batched_eigh, eigh_size_groups
 from mlcl.losses.asl import asymmetric_loss, focal_loss
 from mlcl.losses.bce import binary_cross_entropy
+from mlcl.losses.boostlu import BoostLUTerms, boostlu_clean_rate, boostlu_k, boostlu_large_loss
 from mlcl.losses.clml import CLMLTerms, clml, clml_correct_targets, clml_terms
 from mlcl.losses.gpr import damp_pseudo_labels, gpr_loss, pseudo_labels_from_scores
 from mlcl.losses.gr_loss import gr_loss, gr_schedule, gr_weights
@@ -30,6 +31,7 @@ from mlcl.losses.splc import splc_loss
 from mlcl.losses.supcon import image_supcon, label_supcon, select_contrast_rows, supcon_from_rows
 
 __all__ = [
+    "BoostLUTerms",
     "CLMLTerms",
     "Reduction",
     "Scheme",
@@ -37,6 +39,9 @@ __all__ = [
     "asymmetric_loss",
     "batched_eigh",
     "binary_cross_entropy",
+    "boostlu_clean_rate",
+    "boostlu_k",
+    "boostlu_large_loss",
     "clml",
     "clml_correct_targets",
     "clml_terms",

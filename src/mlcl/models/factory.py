@@ -22,6 +22,7 @@ def create_model(
     head_num_sab: int = 2,
     proj_hidden: int = 1024,
     proj_dim: int = 128,
+    cam_boost: float = 1.0,
 ) -> MultiLabelClassifier:
     """Create a multi-label classifier on any timm backbone.
 
@@ -40,6 +41,9 @@ def create_model(
         head_num_sab: Self-attention blocks on the feature tokens (official code: 2).
         proj_hidden: Hidden width of the projection head (paper: 1024).
         proj_dim: Projection width (paper: 128).
+        cam_boost: BoostLU's boost factor ``alpha`` (linear head only; 1 = the plain head): the logits are the
+            average of ``where(CAM > 0, alpha * CAM, CAM)`` over the class activation map's locations, at
+            training and test time (:class:`~mlcl.models.classifier.MultiLabelClassifier`).
 
     Returns:
         A :class:`~mlcl.models.classifier.MultiLabelClassifier` whose ``forward(images)`` returns a
@@ -62,8 +66,16 @@ def create_model(
         "proj_hidden": proj_hidden,
         "proj_dim": proj_dim,
     }
-    check_classifier_args(head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs)
+    check_classifier_args(
+        head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs, cam_boost=cam_boost
+    )
     net = TimmBackbone(backbone, pretrained=pretrained, weights=weights)
     return MultiLabelClassifier(
-        net, num_classes, head=head, drop_rate=drop_rate, projection=projection, head_kwargs=head_kwargs
+        net,
+        num_classes,
+        head=head,
+        drop_rate=drop_rate,
+        projection=projection,
+        head_kwargs=head_kwargs,
+        cam_boost=cam_boost,
     )
