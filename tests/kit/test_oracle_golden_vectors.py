@@ -1,6 +1,6 @@
-"""Golden vectors computed with the official CLML and MulCon code.
+"""Golden vectors computed with the official CLML, MulCon and EM + APL code.
 
-Every ``*.npz`` under ``$MLCL_ORACLE_DIR/clml`` and ``$MLCL_ORACLE_DIR/mulcon`` (default
+Every ``*.npz`` under ``$MLCL_ORACLE_DIR/<family>`` for each family of :data:`CHECKERS` (default
 ``../shared/oracle``) is checked in float64 against the conventions documented in each folder's README.
 The checks are driven by the documented field names, never by individual cases: a file that cannot be
 interpreted fails the test.
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from tests.helpers.oracles.clml import check_clml_case
+from tests.helpers.oracles.emapl import check_emapl_case
 from tests.helpers.oracles.mulcon import check_mulcon_case
 from tests.helpers.paths import ORACLE_DIR
 
-CHECKERS = {"clml": check_clml_case, "mulcon": check_mulcon_case}
+CHECKERS = {"clml": check_clml_case, "mulcon": check_mulcon_case, "emapl": check_emapl_case}
 
 
 def _cases() -> list[tuple[str, Path]]:

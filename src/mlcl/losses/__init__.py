@@ -24,6 +24,8 @@ from mlcl.losses.base import MultiLabelLoss as MultiLabelLoss
 from mlcl.losses.bce import AssumeNegativeBCELoss as AssumeNegativeBCELoss
 from mlcl.losses.bce import BCELoss as BCELoss
 from mlcl.losses.clml import CLML as CLML
+from mlcl.losses.em_apl import EMAPLLoss as EMAPLLoss
+from mlcl.losses.em_apl import EMLoss as EMLoss
 from mlcl.losses.hill import Hill as Hill
 from mlcl.losses.large_loss import LargeLossPermanentCorrection as LargeLossPermanentCorrection
 from mlcl.losses.large_loss import LargeLossRejection as LargeLossRejection
@@ -43,6 +45,8 @@ __all__ = [
     "AssumeNegativeBCELoss",
     "AsymmetricLoss",
     "BCELoss",
+    "EMAPLLoss",
+    "EMLoss",
     "EpochScheduled",
     "ExpectedPositiveRegularization",
     "FocalLoss",
@@ -76,6 +80,8 @@ LOSSES: dict[str, type[MultiLabelLoss]] = {
     "ll-r": LargeLossRejection,
     "ll-ct": LargeLossTemporaryCorrection,
     "ll-cp": LargeLossPermanentCorrection,
+    "em": EMLoss,
+    "em-apl": EMAPLLoss,
 }
 
 

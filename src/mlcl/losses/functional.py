@@ -1,7 +1,7 @@
 """Functional forms of every loss in :mod:`mlcl.losses`, gathered in one namespace.
 
 A facade: each function is defined next to its module, in its family's file (``bce``, ``asl``, ``hill``,
-``splc``, ``large_loss``, ``single_positive``, ``role``, ``clml``, ``supcon``), where its docstring holds
+``splc``, ``large_loss``, ``single_positive``, ``role``, ``clml``, ``supcon``, ``em_apl``), where its docstring holds
 its equation and normaliser. Import from here (``from mlcl.losses.functional import clml``, ``LF.hill_loss``)
 or from the family module; both are the same objects.
 
@@ -20,6 +20,7 @@ from mlcl.losses._nuclear import batched_eigh, eigh_size_groups
 from mlcl.losses.asl import asymmetric_loss, focal_loss
 from mlcl.losses.bce import binary_cross_entropy
 from mlcl.losses.clml import CLMLTerms, clml, clml_correct_targets, clml_terms
+from mlcl.losses.em_apl import apl_counts, apl_update, em_apl_loss, em_loss
 from mlcl.losses.hill import hill_loss
 from mlcl.losses.large_loss import Scheme, large_loss, large_loss_selection
 from mlcl.losses.role import role_loss
@@ -32,6 +33,8 @@ __all__ = [
     "Reduction",
     "Scheme",
     "Unknown",
+    "apl_counts",
+    "apl_update",
     "asymmetric_loss",
     "batched_eigh",
     "binary_cross_entropy",
@@ -39,6 +42,8 @@ __all__ = [
     "clml_correct_targets",
     "clml_terms",
     "eigh_size_groups",
+    "em_apl_loss",
+    "em_loss",
     "expected_positive_regularization",
     "focal_loss",
     "hill_loss",
