@@ -203,6 +203,8 @@ def test_registry_and_build_loss() -> None:
         "ll-r",
         "ll-ct",
         "ll-cp",
+        "em",
+        "em-apl",
     }
     assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
     with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
@@ -253,6 +255,8 @@ BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "ll-r": [{"delta_rel": 2.0}],
     "ll-ct": [{"delta_rel": -0.1}],
     "ll-cp": [{"delta_rel": 1.5}],
+    "em": [{"alpha": -0.1}, {"eps": NAN}],
+    "em-apl": [{"beta": -1.0}, {"neg_proportion": 1.5}, {"warmup_epoch": -1}, {"num_epochs": 0}],
 }
 BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
 
