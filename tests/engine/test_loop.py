@@ -113,6 +113,14 @@ class _WithBN(nn.Module):
         return ModelOutput(logits=self.fc(h), embedding=h)
 
 
+def _scoring_training(model: nn.Module, loader: Any) -> SimpleNamespace:
+    """What :func:`loop.score_train_images` reads of a :class:`Training` (also used by the two-process test)."""
+    return SimpleNamespace(
+        model=model, device=torch.device("cpu"), amp=AmpSettings(False, torch.float32, False),
+        train_score_loader=loader, class_names=["a", "b", "c"],
+    )  # fmt: skip
+
+
 def test_scoring_pass_scores_every_training_image_in_eval_mode_and_restores_the_modes() -> None:
     torch.manual_seed(1)
     x, y = torch.randn(11, 4), torch.ones(11, 3)
@@ -125,10 +133,7 @@ def test_scoring_pass_scores_every_training_image_in_eval_mode_and_restores_the_
     loader = torch.utils.data.DataLoader(
         _Indexed(x, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
-    t = SimpleNamespace(
-        model=model, device=torch.device("cpu"), amp=AmpSettings(False, torch.float32, False),
-        train_score_loader=loader, class_names=["a", "b", "c"],
-    )  # fmt: skip
+    t = _scoring_training(model, loader)
     state = torch.get_rng_state()
     scores = loop.score_train_images(t, epoch=0)  # type: ignore[arg-type]
     assert torch.equal(torch.get_rng_state(), state)  # nothing drawn from the global stream

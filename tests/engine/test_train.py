@@ -295,3 +295,38 @@ def test_scoring_pass_gives_the_loss_the_trained_models_scores_on_every_training
     # BatchNorm stayed frozen through the passes (fresh statistics, never updated).
     state = load_checkpoint(result.run_dir / "last.pt")["model"]
     assert all(int(v) == 0 for k, v in state.items() if k.endswith("num_batches_tracked"))
+
+
+def test_em_apl_resumes_exactly_across_epoch_boundaries(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = [
+        "train.epochs=3",
+        "train.batch_size=12",
+        "data.image_size=32",
+        "data.augment=default",
+        "data.missing=single-positive",
+        "loss.name=em-apl",
+        "loss.options={warmup_epoch: 1}",
+        "train.seed=4",
+    ]
+    full = fit(_cfg(tmp_path / "full", str(csv), extra))
+    part = fit(_cfg(tmp_path / "part", str(csv), [*extra, "train.stop_after=1"]))
+    assert part.metrics == {}
+    saved = load_checkpoint(tmp_path / "part" / "last.pt")
+    # The first round ran after epoch 1 (1-based warmup_epoch = 1) and is in the epoch-boundary checkpoint.
+    assert saved["epoch"] == 1 and saved["position"]["epoch_step"] == 0
+    assert bool(saved["objective"]["base.pl_mask"].any())
+    resumed = fit(_cfg(tmp_path / "ignored", str(csv), ["train.epochs=99"]), resume=tmp_path / "part")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert b["epoch"] == a["epoch"] == 3 and b["step"] == a["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["objective"]:
+        assert torch.equal(a["objective"][k], b["objective"][k]), k
+    # Two rounds (after epochs 1 and 2; none after the last): int(0.9 U_c / 2) entries per class each.
+    mask, targets = a["objective"]["base.pl_mask"], a["objective"]["base.train_targets"]
+    unknown = (targets == -1).sum(0)
+    assert torch.equal(mask.sum(0), 2 * torch.tensor([int(0.9 * int(u) / 2) for u in unknown]))
+    assert not bool((mask & (targets != -1)).any())
+    assert resumed.metrics == full.metrics
