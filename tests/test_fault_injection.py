@@ -305,6 +305,31 @@ def test_signal_at_a_random_step_then_resume_equals_uninterrupted(
     _assert_same_run(tmp_path / "full", tmp_path / "part")
 
 
+# EM + APL labels at the end of epoch 1 from a pass over the training images: a SIGTERM at the epoch's last step
+# (step 4) stops after that pass, in the epoch-boundary checkpoint; one mid-epoch (step 6) carries the labels.
+EMAPL = ["data.missing=single-positive", "loss.name=em-apl", "loss.options={warmup_epoch: 1}"]
+
+
+def test_em_apl_signal_at_the_epochs_last_step_or_mid_epoch_then_resume_equals_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)  # 36 training images: 4 steps per epoch, 2 epochs
+    fit(_cfg(csv, tmp_path / "full", EMAPL))
+    full_mask = load_checkpoint(tmp_path / "full" / "last.pt")["objective"]["base.pl_mask"]
+    assert bool(full_mask.any())
+    for step in (4, 6):
+        part = tmp_path / f"part{step}"
+        _signal_at(monkeypatch, step, signal.SIGTERM)
+        with pytest.raises(TrainingInterrupted):
+            fit(_cfg(csv, part, EMAPL))
+        monkeypatch.undo()
+        saved = load_checkpoint(part / "last.pt")
+        assert (saved["epoch"], saved["position"]["epoch_step"]) == ((1, 0) if step == 4 else (1, 2))
+        assert torch.equal(saved["objective"]["base.pl_mask"], full_mask)  # the one round (after epoch 1) is in
+        fit(_cfg(csv, tmp_path / "ignored", []), resume=part)
+        _assert_same_run(tmp_path / "full", part)
+
+
 def test_nan_from_a_chosen_step_stops_before_the_update_and_keeps_last_pt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -32,6 +32,16 @@ def test_defaults_and_overrides() -> None:
     assert isinstance(cfg.optim.lr, float)
 
 
+def test_one_entry_of_the_loss_options_at_a_time() -> None:
+    cfg = load_config(None, ["loss.options={gamma_neg: 4, clip: 0.1}", "loss.options.warmup_epoch=1",
+                             "loss.options.clip=0.2"])  # fmt: skip
+    assert cfg.loss.options == {"gamma_neg": 4, "clip": 0.2, "warmup_epoch": 1}
+    with pytest.raises(ConfigError, match="section.key"):
+        load_config(None, ["optim.lr.x=1"])  # not a mapping field
+    with pytest.raises(ConfigError, match="section.key"):
+        load_config(None, ["loss.options.a.b=1"])
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [

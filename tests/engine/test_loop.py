@@ -86,3 +86,71 @@ def test_scaled_overflow_is_a_counted_skip_not_an_error() -> None:
     assert skipped and scaler.get_scale() < 1e10
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(t), strict=True))
     assert values["loss"] > 0
+
+
+# ------------------------------------------------------------------ the end-of-epoch scoring pass over the training set
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.x[i], self.y[i], i
+
+
+class _WithBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5))
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        h = self.backbone(x)
+        return ModelOutput(logits=self.fc(h), embedding=h)
+
+
+def _scoring_training(model: nn.Module, loader: Any) -> SimpleNamespace:
+    """What :func:`loop.score_train_images` reads of a :class:`Training` (also used by the two-process test)."""
+    return SimpleNamespace(
+        model=model, device=torch.device("cpu"), amp=AmpSettings(False, torch.float32, False),
+        train_score_loader=loader, class_names=["a", "b", "c"],
+    )  # fmt: skip
+
+
+def test_scoring_pass_scores_every_training_image_in_eval_mode_and_restores_the_modes() -> None:
+    torch.manual_seed(1)
+    x, y = torch.randn(11, 4), torch.ones(11, 3)
+    model = _WithBN()
+    model.backbone[1].running_mean.normal_()  # eval mode uses these statistics, train mode the batch's
+    model.train()
+    loop.freeze_batchnorm(model.backbone)
+    modes = {name: m.training for name, m in model.named_modules()}
+    # Shuffled and with a last partial batch: the rows must still come back once each, in dataset-index order.
+    loader = torch.utils.data.DataLoader(
+        _Indexed(x, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    t = _scoring_training(model, loader)
+    state = torch.get_rng_state()
+    scores = loop.score_train_images(t, epoch=0)  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn from the global stream
+    assert {name: m.training for name, m in model.named_modules()} == modes  # frozen BatchNorm stays frozen
+    # Independent: each image alone through the model in eval mode (no dropout, running statistics).
+    reference = torch.zeros(11, 3, dtype=torch.float64)
+    with torch.no_grad():
+        ev = _WithBN()
+        ev.load_state_dict(model.state_dict())
+        ev.eval()
+        for i in range(11):
+            reference[i] = torch.sigmoid(ev(x[i : i + 1]).logits.double())[0]
+    assert scores.shape == (11, 3) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_scoring_pass_without_its_loader_is_an_error() -> None:
+    t = SimpleNamespace(train_score_loader=None)
+    with pytest.raises(RuntimeError, match="scoring loader"):
+        loop.score_train_images(t, epoch=0)  # type: ignore[arg-type]

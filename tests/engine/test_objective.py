@@ -173,3 +173,39 @@ def test_losses_know_nothing_of_processes() -> None:
         module = importlib.import_module(f"mlcl.losses.{info.name}")
         for name in ("gather_with_grad", "all_gather_nograd", "is_distributed"):
             assert not hasattr(module, name), f"mlcl.losses.{info.name} uses {name}"
+
+
+def test_scores_of_the_training_images_are_required_only_when_the_loss_wants_them() -> None:
+    from mlcl.losses import BCELoss
+    from mlcl.losses.base import PerImageState
+
+    class Picky(PerImageState, BCELoss):
+        needs_train_scores = True
+        due = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[torch.Tensor] = []
+            self.ended = 0
+
+        def wants_train_scores(self) -> bool:
+            return self.due
+
+        def observe_train_scores(self, scores: torch.Tensor) -> None:
+            self.got.append(scores)
+
+        def end_epoch(self) -> None:
+            self.ended += 1
+
+    loss = Picky()
+    obj = Objective(loss)
+    assert obj.needs_train_scores and not obj.wants_train_scores()
+    obj.end_epoch()  # not due: no pass, no scores needed
+    assert loss.got == [] and loss.ended == 1
+    loss.due = True
+    with pytest.raises(ValueError, match="needs the scores of the training images"):
+        obj.end_epoch()
+    scores = torch.rand(5, 3)
+    obj.end_epoch(train_scores=scores)
+    assert loss.got == [scores] and loss.ended == 2
+    assert not Objective(BCELoss()).needs_train_scores and not Objective(BCELoss()).wants_train_scores()

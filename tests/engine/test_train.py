@@ -256,3 +256,77 @@ def test_checkpoint_keys_are_the_documented_ones_and_old_checkpoints_still_load(
     with pytest.raises(CheckpointError, match="not be resumed|cannot be resumed|but not resumed"):
         fit(_cfg(tmp_path / "old", str(csv), ["train.epochs=2", "train.batch_size=8", "data.image_size=32"]),
             resume=tmp_path / "old")  # fmt: skip
+
+
+def test_scoring_pass_gives_the_loss_the_trained_models_scores_on_every_training_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlcl.losses
+    from mlcl.losses import BCELoss
+    from mlcl.losses.base import PerImageState
+
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    class Recorder(PerImageState, BCELoss):
+        needs_train_scores = True
+
+        def init_state(self, train_targets: torch.Tensor, *, seed: int) -> None:
+            self.n_train = len(train_targets)
+
+        def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor | None = None):  # type: ignore[override]
+            return super().forward(logits, targets)
+
+        def observe_train_scores(self, scores: torch.Tensor) -> None:
+            seen.append((self.n_train, scores.detach().clone().cpu()))
+
+    monkeypatch.setitem(mlcl.losses.LOSSES, "recorder", Recorder)
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = ["train.epochs=2", "train.batch_size=8", "data.image_size=32", "train.ema=false", "loss.name=recorder"]
+    extra += ["train.freeze_bn=true", "data.augment=default"]
+    result = fit(_cfg(tmp_path / "run", str(csv), extra))
+    assert [n for n, _ in seen] == [36, 36] and all(s.shape == (36, 4) for _, s in seen)
+    assert not torch.equal(seen[0][1], seen[1][1])  # the model moved between the two passes
+    # Independent: the final weights through the evaluation transform, image by image, in the split's order
+    # (dataset index i = the i-th training id).
+    pred = Predictor.from_checkpoint(result.run_dir / "last.pt")
+    train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
+    probs = pred.predict([str(tmp_path / "data" / "images" / name) for name in train_ids])
+    torch.testing.assert_close(seen[-1][1], probs, rtol=1e-5, atol=1e-6)
+    # BatchNorm stayed frozen through the passes (fresh statistics, never updated).
+    state = load_checkpoint(result.run_dir / "last.pt")["model"]
+    assert all(int(v) == 0 for k, v in state.items() if k.endswith("num_batches_tracked"))
+
+
+def test_em_apl_resumes_exactly_across_epoch_boundaries(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    extra = [
+        "train.epochs=3",
+        "train.batch_size=12",
+        "data.image_size=32",
+        "data.augment=default",
+        "data.missing=single-positive",
+        "loss.name=em-apl",
+        "loss.options={warmup_epoch: 1}",
+        "train.seed=4",
+    ]
+    full = fit(_cfg(tmp_path / "full", str(csv), extra))
+    part = fit(_cfg(tmp_path / "part", str(csv), [*extra, "train.stop_after=1"]))
+    assert part.metrics == {}
+    saved = load_checkpoint(tmp_path / "part" / "last.pt")
+    # The first round ran after epoch 1 (1-based warmup_epoch = 1) and is in the epoch-boundary checkpoint.
+    assert saved["epoch"] == 1 and saved["position"]["epoch_step"] == 0
+    assert bool(saved["objective"]["base.pl_mask"].any())
+    resumed = fit(_cfg(tmp_path / "ignored", str(csv), ["train.epochs=99"]), resume=tmp_path / "part")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert b["epoch"] == a["epoch"] == 3 and b["step"] == a["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["objective"]:
+        assert torch.equal(a["objective"][k], b["objective"][k]), k
+    # Two rounds (after epochs 1 and 2; none after the last): int(0.9 U_c / 2) entries per class each.
+    mask, targets = a["objective"]["base.pl_mask"], a["objective"]["base.train_targets"]
+    unknown = (targets == -1).sum(0)
+    assert torch.equal(mask.sum(0), 2 * torch.tensor([int(0.9 * int(u) / 2) for u in unknown]))
+    assert not bool((mask & (targets != -1)).any())
+    assert resumed.metrics == full.metrics

@@ -66,6 +66,9 @@ def _worker(rank: int, port: int, overrides: list[str]) -> None:
         ("bce", "single-positive", []),
         ("bce", "drop:0.3", ["train.head_init=probe"]),
         ("role", "single-positive", ["loss.options={expected_num_pos: 1.5}"]),  # per-image label estimates
+        # EM + APL: the scoring pass over the training images after epoch 1 (each rank scores its shard, every
+        # rank gets all rows) and the same pseudo-labels on every rank
+        ("em-apl", "single-positive", ["loss.options={warmup_epoch: 1}"]),
     ],
 )
 def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str, extra: list[str]) -> None:
@@ -79,7 +82,7 @@ def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str, extra:
     assert a["step"] == b["step"] == 2 * (36 // 8)
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
-    for k in a["objective"] or {}:  # ROLE's table: every rank applies the global batch's update
+    for k in a["objective"] or {}:  # ROLE's table, EM + APL's labels: every rank applies the same update
         torch.testing.assert_close(a["objective"][k], b["objective"][k], rtol=1e-4, atol=1e-5, msg=k)
     import json
 
@@ -93,3 +96,44 @@ def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str, extra:
         assert m2[key] == pytest.approx(single.metrics[key], abs=1e-6), key
     # Per-epoch training losses logged by rank 0 (its own shard) are finite in both runs.
     assert all(r["train"]["loss"] == r["train"]["loss"] for r in b["history"])
+
+
+def _score_worker(rank: int, port: int, out: str) -> None:
+    from torch.utils.data import DataLoader
+
+    from mlcl.data.sampler import ResumableSampler
+    from mlcl.engine.loop import score_train_images
+    from tests.engine.test_loop import _Indexed, _scoring_training, _WithBN
+    from tests.helpers.ddp import gloo_group
+
+    with gloo_group(rank, port):
+        x, y, model = _scoring_inputs()
+        ds = _Indexed(x, y)
+        sampler = ResumableSampler(ds, num_replicas=2, rank=rank, shuffle=False, seed=0, drop_last=False)
+        t = _scoring_training(model, DataLoader(ds, batch_size=2, sampler=sampler))
+        scores = score_train_images(t, epoch=0)  # type: ignore[arg-type]
+        assert isinstance(model, _WithBN)
+        torch.save(scores, f"{out}/rank{rank}.pt")
+
+
+def _scoring_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+    from tests.engine.test_loop import _WithBN
+
+    torch.manual_seed(2)
+    model = _WithBN()
+    model.backbone[1].running_mean.normal_()
+    return torch.randn(11, 4), torch.ones(11, 3), model
+
+
+def test_scoring_pass_two_processes_equal_one(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from mlcl.engine.loop import score_train_images
+    from tests.engine.test_loop import _Indexed, _scoring_training
+
+    x, y, model = _scoring_inputs()
+    one = score_train_images(_scoring_training(model, DataLoader(_Indexed(x, y), batch_size=3)), epoch=0)  # type: ignore[arg-type]
+    # 11 images on 2 ranks: the sampler pads one shard; every rank must get the 11 rows once, in index order
+    run_spawned(_score_worker, str(tmp_path))
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), one, rtol=1e-6, atol=1e-7)

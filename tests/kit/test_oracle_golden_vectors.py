@@ -1,4 +1,4 @@
-"""Golden vectors computed with the official CLML, MulCon, GR Loss, AEVLP and BoostLU code.
+"""Golden vectors computed with the official CLML, MulCon, GR Loss, AEVLP, BoostLU and EM + APL code.
 
 Every ``*.npz`` under ``$MLCL_ORACLE_DIR/<family>`` for each family of :data:`CHECKERS` (default
 ``../shared/oracle``) is checked in float64 against the conventions documented in each folder's README.
@@ -16,6 +16,7 @@ import pytest
 from tests.helpers.oracles.aevlp import check_aevlp_case
 from tests.helpers.oracles.boostlu import check_boostlu_case
 from tests.helpers.oracles.clml import check_clml_case
+from tests.helpers.oracles.emapl import check_emapl_case
 from tests.helpers.oracles.grloss import check_grloss_case
 from tests.helpers.oracles.mulcon import check_mulcon_case
 from tests.helpers.paths import ORACLE_DIR
@@ -26,6 +27,7 @@ CHECKERS = {
     "grloss": check_grloss_case,
     "aevlp": check_aevlp_case,
     "boostlu": check_boostlu_case,
+    "emapl": check_emapl_case,
 }
 
 

@@ -36,7 +36,7 @@ RELS = [f.relative_to(REPO).as_posix() for f in FILES]
 BASE_LOSSES = {
     "bce", "bce-an", "wan", "epr", "role", "focal", "asl", "hill", "splc", "ll-r", "ll-ct", "ll-cp", "gr", "gpr",
 }  # fmt: skip
-BASE_LOSSES |= {"boostlu-ll-r", "boostlu-ll-ct", "boostlu-ll-cp"}
+BASE_LOSSES |= {"boostlu-ll-r", "boostlu-ll-ct", "boostlu-ll-cp", "em-apl"}
 HEADER_LABELS = ("Paper:", "Setting:", "Command:", "Published:", "Differs:")
 MARKERS = ("[V]", "[A]", "[R]", "[abs]", "[NOT FOUND]")
 DATA_KIND = {"coco": "coco", "voc2007": "voc2007", "voc2012": "voc2012", "nuswide": "nuswide"}
@@ -103,7 +103,8 @@ def test_kit_has_every_group() -> None:
     assert counts["hill-splc"] == 3 * 2
     # VOC12 / COCO / NUS x full, AN, WAN, EPR, ROLE, LL-R, LL-Ct, LL-Cp, GR Loss, GPR (AEVLP),
     # BoostLU + LL-R / LL-Ct / LL-Cp
-    assert counts["cole"] == 3 * 13
+    # BoostLU + LL-R / LL-Ct / LL-Cp, EM + APL
+    assert counts["cole"] == 3 * 14
     assert counts["partial"] >= 6 and counts["mulcon"] == 3 and counts["full"] == 3
     assert (CONFIGS / "smoke.yaml").is_file()
 
@@ -300,6 +301,11 @@ EPR_K = {"voc2012": 1.5, "coco": 2.9, "nuswide": 1.9}
 BOOSTLU_DELTA = {"boostlu-ll-r": 0.5, "boostlu-ll-ct": 0.2, "boostlu-ll-cp": 0.1}
 
 
+# Correr-Zhou/SPML-AckTheUnknown main.py:322-350: alpha, beta, warmup_epoch, batch (Adam 1e-5 for every parameter,
+# neg_proportion 0.9, 10 epochs).
+EM_APL = {"voc2012": (0.2, 0.02, 5, 8), "coco": (0.1, 0.9, 5, 16), "nuswide": (0.1, 0.2, 4, 16)}
+
+
 def test_cole_p2_recipe() -> None:
     for path in _group("configs/cole/"):
         if path.stem in GR_METHODS:
@@ -308,6 +314,16 @@ def test_cole_p2_recipe() -> None:
         c = config_to_dict(load_config(path))
         assert c["model"]["backbone"] == "resnet50.tv_in1k"  # torchvision V1 weights (LL issue #3: V2 differs)
         assert (c["data"]["image_size"], c["data"]["val_fraction"]) == (448, 0.2)
+        if path.stem == "em-apl":
+            alpha, beta, warmup, batch = EM_APL[dataset]
+            assert (c["train"]["epochs"], c["train"]["batch_size"], c["train"]["ema"]) == (10, batch, False)
+            o = c["optim"]
+            assert (o["name"], o["lr"], o["backbone_lr"], o["weight_decay"], o["schedule"]) == (
+                "adam", 1e-5, 1e-5, 0.0, "constant"
+            )  # fmt: skip
+            options = {"alpha": alpha, "beta": beta, "warmup_epoch": warmup, "neg_proportion": 0.9}
+            assert c["loss"]["options"] == options
+            continue
         assert (c["train"]["epochs"], c["train"]["batch_size"], c["train"]["ema"]) == (10, 16, False)
         # ROLE: Cole's optimiser (Adam) for every dataset, LL's COCO rates; the estimates at 10x the network
         boostlu = path.stem.startswith("boostlu-")

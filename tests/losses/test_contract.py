@@ -208,6 +208,8 @@ def test_registry_and_build_loss() -> None:
         "boostlu-ll-r",
         "boostlu-ll-ct",
         "boostlu-ll-cp",
+        "em",
+        "em-apl",
     }
     assert isinstance(L.build_loss("ASL", gamma_pos=0), L.AsymmetricLoss)
     with pytest.raises(ValueError, match="valid names: asl, bce, bce-an"):
@@ -263,6 +265,8 @@ BAD_HYPER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "boostlu-ll-r": [{"delta_rel": 2.0}, {"alpha": 0.0}, {"candidates": "x"}, {"schedule": "x"}],
     "boostlu-ll-ct": [{"delta_rel": -0.1}, {"alpha": NAN}],
     "boostlu-ll-cp": [{"delta_rel": 1.5}, {"alpha": -1.0}],
+    "em": [{"alpha": -0.1}, {"eps": NAN}],
+    "em-apl": [{"beta": -1.0}, {"neg_proportion": 1.5}, {"warmup_epoch": -1}, {"num_epochs": 0}],
 }
 BAD_CASES = [(cli, kw) for cli, kws in sorted(BAD_HYPER_PARAMETERS.items()) for kw in kws]
 

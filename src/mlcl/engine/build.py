@@ -491,6 +491,10 @@ class Training:
         steps_per_epoch: Optimiser steps per epoch (``train.max_steps_per_epoch`` applied).
         per_rank_batch: Images per step on this rank.
         probe: Summary of the linear-probe head initialisation, or ``None`` when it did not run.
+        train_score_loader: Only when the objective asks for the end-of-epoch scoring pass
+            (:attr:`Objective.needs_train_scores`): this rank's unshuffled shard of the training images with the
+            evaluation transform (or the seeded training augmentation, when the loss says
+            ``train_scores_augmented``); ``None`` otherwise.
     """
 
     cfg: Config
@@ -511,6 +515,7 @@ class Training:
     steps_per_epoch: int
     per_rank_batch: int
     probe: dict[str, Any] | None
+    train_score_loader: DataLoader | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -568,7 +573,8 @@ def build_training(
 
     The order is: seed, data (hold-out split, missing labels), model (random initialisation), normalisation,
     ``train.init_from``, objective, transforms and loaders, the linear-probe head initialisation, the
-    objective's per-image state, optimiser, schedule, scaler, EMA, and the DDP wrapper.
+    objective's per-image state (and the loader of its scoring pass, when it needs one), optimiser, schedule,
+    scaler, EMA, and the DDP wrapper.
 
     Args:
         cfg: The configuration (not modified; :attr:`Training.cfg` is the resolved copy).
@@ -625,6 +631,11 @@ def build_training(
         probe_loader = make_loader(ImageDataset(data.train, eval_tf), per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
     objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
+    train_score_loader = None
+    if objective.needs_train_scores:  # the end-of-epoch scoring pass over the training images
+        score_tf = train_tf if getattr(objective.base, "train_scores_augmented", False) else eval_tf
+        score_set = ImageDataset(data.train, score_tf, seed=cfg.train.seed)
+        train_score_loader = make_loader(score_set, per_rank, train=False, seed=0, workers=workers)
     objective.to(device)
     optimizer = optimizer_from_config(cfg, model, objective)
     scheduler = scheduler_from_config(cfg, optimizer, steps)
@@ -637,7 +648,7 @@ def build_training(
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
     return Training(
         cfg, data, device, amp, model, net, objective, optimizer, scheduler, scaler, ema,
-        train_set, train_loader, val_loader, eval_tf, steps, per_rank, probe,
+        train_set, train_loader, val_loader, eval_tf, steps, per_rank, probe, train_score_loader,
     )  # fmt: skip
 
 

@@ -590,7 +590,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) to ``cfg`` in place and return it."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to ``cfg`` in place and return it.
+
+    A mapping field also takes one entry at a time: ``loss.options.gamma=2`` sets ``gamma`` in ``loss.options``
+    and keeps its other entries.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override must be `section.key=value`, got {item!r}")
@@ -599,7 +603,13 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"cannot parse the value of override {item!r}: {e}") from None
-        _set(cfg, key.strip(), value)
+        key = key.strip()
+        parts = key.split(".")
+        if len(parts) == 3 and parts[2] and get_origin(field_type(".".join(parts[:2]))) is dict:
+            section_name, name, entry = parts
+            value = {**getattr(getattr(cfg, section_name), name), entry: value}
+            key = f"{section_name}.{name}"
+        _set(cfg, key, value)
     return cfg
 
 

@@ -13,7 +13,7 @@ from mlcl.errors import DivergenceError
 from mlcl.metrics import APVariant, MetricAccumulator
 from mlcl.metrics.functional import compute_metrics
 
-__all__ = ["evaluate_model"]
+__all__ = ["evaluate_model", "score_rows"]
 
 #: ``(scores (N, C) float32, targets (N, C) int8, dataset indices (N,) int64)``, gathered and sorted by index.
 ScoreRows = tuple[Tensor, Tensor, Tensor]
@@ -61,11 +61,11 @@ def evaluate_model(
 ) -> dict[str, Any] | tuple[dict[str, Any], ScoreRows]:
     """Evaluate ``model`` on ``loader``; under torch.distributed every sample is counted exactly once.
 
-    Scores are ``sigmoid(logits)`` in float32, accumulated with their dataset indices so that the
-    ``DistributedSampler``'s padding is removed (:class:`mlcl.metrics.MetricAccumulator`).
+    Scores are ``sigmoid(logits)`` in float32 from :func:`score_rows`, accumulated with their dataset indices so
+    that the ``DistributedSampler``'s padding is removed (:class:`mlcl.metrics.MetricAccumulator`).
 
     Args:
-        model: Returns a :class:`mlcl.models.ModelOutput` for a batch of images; restored to its mode after.
+        model: Returns a :class:`mlcl.models.ModelOutput` for a batch of images; every submodule's mode is restored.
         loader: Yields ``(images (B, 3, H, W), targets (B, C), index (B,))``.
         device: Where the forward passes run.
         class_names: The ``C`` class names of the report.
@@ -81,23 +81,57 @@ def evaluate_model(
     Raises:
         DivergenceError: The model gives non-finite logits.
     """
-    enabled, dtype = amp[0], amp[1]
-    was_training = model.training
-    model.eval()
-    acc = MetricAccumulator(len(class_names), device=device)
-    for images, targets, index in loader:
-        images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=enabled):
-            logits = model(images).logits
-        if not bool(torch.isfinite(logits).all()):
-            model.train(was_training)
-            raise DivergenceError("the model gives non-finite outputs (its weights have diverged)")
-        acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
-    model.train(was_training)
-    if not return_scores:
-        return acc.compute(class_names, threshold=threshold, ap_variant=ap_variant)
-    scores, targets, indices = acc.gathered()
+    scores, targets, indices = score_rows(model, loader, device, amp=amp, num_classes=len(class_names))
     if scores.shape[0] == 0:
         raise ValueError("evaluate_model: the loader gave no rows")
     report = compute_metrics(scores, targets, class_names, threshold=threshold, ap_variant=ap_variant)
+    if not return_scores:
+        return report
     return report, (scores.float().cpu(), targets.cpu(), indices.cpu())
+
+
+@torch.no_grad()
+def score_rows(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    num_classes: int,
+    amp: AmpSettings | tuple[bool, torch.dtype] = (False, torch.float32),
+) -> ScoreRows:
+    """The model's ``sigmoid(logits)`` on every row of ``loader``, in evaluation mode and without gradients.
+
+    Under torch.distributed each rank scores its shard and every rank receives all rows, each dataset index once
+    (the ``DistributedSampler``'s padding removed) and sorted by index (:meth:`mlcl.metrics.MetricAccumulator.
+    gathered`): a collective call. Every submodule's mode is restored afterwards (so BatchNorm layers frozen in a
+    training model stay frozen).
+
+    Args:
+        model: Returns a :class:`mlcl.models.ModelOutput` for a batch of images.
+        loader: Yields ``(images (B, 3, H, W), targets (B, C), index (B,))``.
+        device: Where the forward passes run.
+        num_classes: ``C``.
+        amp: Autocast ``(enabled, dtype)`` of the forward passes.
+
+    Returns:
+        ``(scores (N, C) float32, targets (N, C), indices (N,))`` on ``device``, sorted by index.
+
+    Raises:
+        DivergenceError: The model gives non-finite logits.
+    """
+    enabled, dtype = amp[0], amp[1]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    acc = MetricAccumulator(num_classes, device=device)
+    try:
+        for images, targets, index in loader:
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+                logits = model(images).logits
+            if not bool(torch.isfinite(logits).all()):
+                raise DivergenceError("the model gives non-finite outputs (its weights have diverged)")
+            acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return acc.gathered()

@@ -14,12 +14,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mlcl.data.dataset import ImageDataset
 from mlcl.engine.build import Training
+from mlcl.engine.evaluate import score_rows
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.state import TrainState
 from mlcl.errors import DivergenceError
 
-__all__ = ["epoch_seed", "freeze_batchnorm", "train_one_epoch", "train_step"]
+__all__ = ["epoch_seed", "freeze_batchnorm", "score_train_images", "train_one_epoch", "train_step"]
 
 #: A step whose loss exceeds this multiple of the run's first loss is warned about (once per run).
 GROWTH_WARNING = 1e3
@@ -97,8 +99,49 @@ def train_one_epoch(
         run_log.step(state.step, values)
         if after_step is not None and after_step():
             return False
-    t.objective.end_epoch()
+    # The epoch's end: the scoring pass (when the loss asks for it) and the loss's commit happen before the
+    # epoch-boundary checkpoint, and no checkpoint is written between the last step and here (the trainer's
+    # ``after_step`` writes none once the epoch's steps are done), so a resumed run neither loses nor repeats them.
+    scores = score_train_images(t, epoch) if t.objective.wants_train_scores() else None
+    t.objective.end_epoch(train_scores=scores)
     return True
+
+
+def score_train_images(t: Training, epoch: int) -> Tensor:
+    """The end-of-epoch scoring pass: the model's probabilities on every training image, row ``i`` = index ``i``.
+
+    The *training* model ``t.model`` (not its EMA, whose weights the loss never trained) runs in eval mode
+    without gradients over :attr:`Training.train_score_loader`: the evaluation transform, unshuffled, every
+    image once (by default; a loss with ``train_scores_augmented`` gets the epoch's seeded training
+    augmentation). Under torch.distributed each rank scores its shard and every rank receives all rows
+    (:func:`mlcl.engine.evaluate.score_rows`, a collective call). Every submodule's mode is restored afterwards,
+    so BatchNorm layers frozen by ``train.freeze_bn`` stay frozen. Nothing is drawn from the global random
+    streams.
+
+    Args:
+        t: The components (built with the scoring loader: the objective's ``needs_train_scores``).
+        epoch: The 0-based epoch that ends (seeds the augmentation of ``train_scores_augmented``).
+
+    Returns:
+        ``(N_train, C)`` float32 probabilities on ``t.device``.
+
+    Raises:
+        DivergenceError: The model gives non-finite outputs.
+    """
+    loader = t.train_score_loader
+    if loader is None:
+        raise RuntimeError("the objective asks for the training images' scores but no scoring loader was built")
+    dataset = loader.dataset
+    if isinstance(dataset, ImageDataset):
+        dataset.set_epoch(epoch)
+    n = len(dataset)  # type: ignore[arg-type]
+    try:
+        scores, _, index = score_rows(t.model, loader, t.device, num_classes=len(t.class_names), amp=t.amp)
+    except DivergenceError as e:
+        raise DivergenceError(f"scoring the training images after epoch {epoch + 1}: {e}") from None
+    if index.numel() != n or not torch.equal(index.cpu(), torch.arange(n)):
+        raise RuntimeError(f"the scoring pass gave {index.numel()} rows for {n} training images")
+    return scores
 
 
 def train_step(t: Training, images: Tensor, targets: Tensor, index: Tensor) -> tuple[dict[str, float], bool]:

@@ -32,9 +32,11 @@ class Objective(nn.Module):
 
     * :class:`~mlcl.losses.base.EpochScheduled` terms get :meth:`begin_epoch`'s epoch;
     * a :class:`~mlcl.losses.base.PerImageState` base loss (ROLE's label estimates, LL-Cp's corrected label
-      table) is created from the training targets by :meth:`init_state`, called with the batch's dataset
-      indices, may replace the batch's targets for every term (:meth:`PerImageState.current_targets`), is
-      told when an epoch ends (:meth:`end_epoch`), contributes optimiser groups (:meth:`param_groups`), and its
+      table, EM + APL's pseudo-labels) is created from the training targets by :meth:`init_state`, called with
+      the batch's dataset indices, may replace the batch's targets for every term
+      (:meth:`PerImageState.current_targets`), is told when an epoch ends (:meth:`end_epoch`, with the model's
+      scores on every training image when it asks for them: :attr:`needs_train_scores`,
+      :meth:`wants_train_scores`), contributes optimiser groups (:meth:`param_groups`), and its
       state is the objective's ``state_dict`` (saved in checkpoints).
 
     Args:
@@ -110,18 +112,23 @@ class Objective(nn.Module):
 
     @property
     def needs_train_scores(self) -> bool:
-        """Whether the base loss wants the model's scores on every training image after each epoch."""
+        """Whether the base loss wants the model's scores on every training image after (some) epochs."""
         return isinstance(self.base, PerImageState) and self.base.needs_train_scores
 
+    def wants_train_scores(self) -> bool:
+        """Whether the epoch that is ending needs the scoring pass (:meth:`PerImageState.wants_train_scores`)."""
+        base = self.base
+        return isinstance(base, PerImageState) and base.needs_train_scores and base.wants_train_scores()
+
     def end_epoch(self, train_scores: Tensor | None = None) -> None:
-        """Tell the stateful base loss that the epoch is over (LL-Cp commits its corrections).
+        """Tell the stateful base loss that the epoch is over (LL-Cp commits its corrections, EM + APL labels).
 
         Args:
             train_scores: ``(N_train, C)`` probabilities on every training image, row ``i`` = dataset index ``i``;
-                required when :attr:`needs_train_scores` is true.
+                required when :meth:`wants_train_scores` is true (ignored otherwise).
         """
         if isinstance(self.base, PerImageState):
-            if self.base.needs_train_scores:
+            if self.wants_train_scores():
                 if train_scores is None:
                     raise ValueError(f"{type(self.base).__name__} needs the scores of the training images")
                 self.base.observe_train_scores(train_scores)

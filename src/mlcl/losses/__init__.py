@@ -27,6 +27,8 @@ from mlcl.losses.boostlu import BoostLULargeLossPermanentCorrection as BoostLULa
 from mlcl.losses.boostlu import BoostLULargeLossRejection as BoostLULargeLossRejection
 from mlcl.losses.boostlu import BoostLULargeLossTemporaryCorrection as BoostLULargeLossTemporaryCorrection
 from mlcl.losses.clml import CLML as CLML
+from mlcl.losses.em_apl import EMAPLLoss as EMAPLLoss
+from mlcl.losses.em_apl import EMLoss as EMLoss
 from mlcl.losses.gpr import GPRLoss as GPRLoss
 from mlcl.losses.gr_loss import GRLoss as GRLoss
 from mlcl.losses.hill import Hill as Hill
@@ -51,6 +53,8 @@ __all__ = [
     "BoostLULargeLossPermanentCorrection",
     "BoostLULargeLossRejection",
     "BoostLULargeLossTemporaryCorrection",
+    "EMAPLLoss",
+    "EMLoss",
     "EpochScheduled",
     "ExpectedPositiveRegularization",
     "FocalLoss",
@@ -91,6 +95,8 @@ LOSSES: dict[str, type[MultiLabelLoss]] = {
     "boostlu-ll-r": BoostLULargeLossRejection,
     "boostlu-ll-ct": BoostLULargeLossTemporaryCorrection,
     "boostlu-ll-cp": BoostLULargeLossPermanentCorrection,
+    "em": EMLoss,
+    "em-apl": EMAPLLoss,
 }
 
 

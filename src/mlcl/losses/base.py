@@ -70,8 +70,9 @@ class PerImageState:
     2. :meth:`param_groups` when the optimiser is built (state trained by gradient, e.g. ROLE's table);
     3. per step, on the global batch: :meth:`current_targets` (the targets every term of the objective then
        sees), then ``forward(logits (N, C), targets (N, C), index (N,))``;
-    4. when :attr:`needs_train_scores` is true, :meth:`observe_train_scores` after the last step of each epoch,
-       with the model's scores on every training image (a no-grad pass in eval mode);
+    4. when :attr:`needs_train_scores` is true and :meth:`wants_train_scores` says the ending epoch needs them,
+       :meth:`observe_train_scores` after the last step of the epoch, with the model's scores on every training
+       image (the trainer's scoring pass: the training model, not its EMA, in eval mode, without gradients);
     5. :meth:`end_epoch` after the last step of each epoch.
 
     Under torch.distributed every rank sees the same global batch and indices, so every rank's copy of the
@@ -84,6 +85,10 @@ class PerImageState:
     #: True: the trainer scores every training image after each epoch and calls :meth:`observe_train_scores`
     #: (EM + APL's pseudo-labelling, GPR's pseudo-labels from the model's own scores).
     needs_train_scores = False
+
+    #: With :attr:`needs_train_scores`: the scoring pass applies the training augmentation (seeded by ``(seed,
+    #: epoch, index)``, as the epoch's training views) instead of the evaluation transform (the default).
+    train_scores_augmented = False
 
     def set_train_images(self, ids: Sequence[str], class_names: Sequence[str]) -> None:
         """Receive the ``N_train`` image ids (row ``i`` = dataset index ``i``) and the ``C`` class names.
@@ -100,10 +105,19 @@ class PerImageState:
         """The batch's targets as the loss's state says they are now (default: unchanged)."""
         return targets
 
+    def wants_train_scores(self) -> bool:
+        """Whether the epoch that is ending needs the scoring pass (asked after its last step).
+
+        Default: :attr:`needs_train_scores`. A loss that uses the scores only in some epochs (EM + APL after its
+        warm-up) says so here, and the trainer skips the pass over the training set in the others.
+        """
+        return self.needs_train_scores
+
     def observe_train_scores(self, scores: Tensor) -> None:
         """Receive the model's ``(N_train, C)`` probabilities on every training image (row ``i`` = index ``i``).
 
-        Called before :meth:`end_epoch` when :attr:`needs_train_scores` is true; the default does nothing.
+        Called before :meth:`end_epoch` when :attr:`needs_train_scores` and :meth:`wants_train_scores` are true;
+        the default does nothing.
         """
 
     def end_epoch(self) -> None:
