@@ -66,3 +66,21 @@ def test_training_resumes_exactly(tmp_path: Path, loss: str) -> None:
         names = [line.split(",", 1)[0] for line in csv.read_text().splitlines()[1:]]
         rows = [names.index(i) for i in train_ids]
         assert table.tolist() == (scores[rows] >= 0.7).astype(int).tolist()
+
+
+def test_gpr_own_scores_resume_exactly(tmp_path: Path) -> None:
+    """GPR with the model's own scores: the table comes from the end-of-epoch scoring pass and resumes exactly."""
+    csv = make_shapes_csv(tmp_path / "data", n=32)
+    extra = ["train.epochs=3", "loss.name=gpr", "loss.options={pl_threshold: 0.3}"]
+    full = _fit(tmp_path / "full", csv, extra)
+    _fit(tmp_path / "part", csv, [*extra, "train.stop_after=1"])
+    resumed = fit(load_config(None, ["train.epochs=99"]), resume=tmp_path / "part")
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
+    assert b["epoch"] == 3 and b["step"] == a["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    table = a["objective"]["base.pseudo_table"]
+    assert torch.equal(table, b["objective"]["base.pseudo_table"])
+    assert resumed.metrics == full.metrics and np.isfinite(full.metrics["mAP"])
+    # The scoring pass ran: the table holds positive pseudo-labels from the model's scores (none before it).
+    assert int((table == 1).sum()) > 0
