@@ -51,9 +51,37 @@ METHODS: dict[str, list[str]] = {
 }
 #: CLML weights of the seed-0 grid, as multiples of 1 / (batch x classes): the official weight 1 on a base summed
 #: over the batch's entries is 1 / (N C) on mlcl's mean-reduced bases; 0.01 is indistinguishable from none.
-CLML_GRID = (0.01, 0.1, 1.0, 10.0)
-#: MulCon study (full labels): row name -> (`mlcl train` arguments, the row it is paired against or None).
-MULCON_ROWS: dict[str, tuple[list[str], str | None]] = {}
+CLML_GRID = (0.01, 0.1, 1.0)
+#: MulCon study (full labels): run name -> `mlcl train` arguments, and the seeds it runs on.
+MULCON_SPECS: dict[str, tuple[list[str], tuple[int, ...]]] = {
+    "linear": ([], (0, 1, 2)),
+    "mulcon": (["--method", "mulcon"], (0, 1, 2)),
+    "mulcon-control": (["--method", "mulcon", "-o", "loss.contrastive_weight=0"], (0, 1, 2)),
+    "image-control": (["--views", "2"], (0, 1, 2)),
+    "image-supcon": (["--views", "2", "--contrastive", "image"], (0, 1, 2)),
+    "mulcon-official": (["--method", "mulcon", "-o", "mulcon.recipe=official"], (0, 1, 2)),
+    # Ablations of the default recipe, seed 0, judged on the validation split (stage 1).
+    "mulcon-random-head": (
+        ["--method", "mulcon", "-o", "train.head_init=random", "-o", "mulcon.stage2_epochs=1"],
+        (0,),
+    ),
+    "mulcon-bn-trained": (["--method", "mulcon", "-o", "train.freeze_bn=false", "-o", "mulcon.stage2_epochs=1"], (0,)),
+    "mulcon-head-lr-1e-3": (
+        ["--method", "mulcon", "-o", "mulcon.stage1_lr=1e-3", "-o", "mulcon.stage2_epochs=1"],
+        (0,),
+    ),
+}
+#: Rows of the MulCon table: (label, run name, stage folder or "", label of the row it is paired against).
+MULCON_ROWS: list[tuple[str, str, str, str | None]] = [
+    ("(a) linear head + BCE", "linear", "", None),
+    ("(b) label-attention head + BCE (MulCon stage 1)", "mulcon", "stage1", "(a)"),
+    ("(b') stage 1 + stage-2 schedule, BCE only (control)", "mulcon-control", "stage2", "(b)"),
+    ("(c) MulCon stage 2: BCE + 0.5 label SupCon", "mulcon", "stage2", "(b')"),
+    ("(d') pooled embedding, two views, BCE only (control)", "image-control", "", "(a)"),
+    ("(d) image-level SupCon: BCE + 0.5 image SupCon, two views", "image-supcon", "", "(d')"),
+    ("(b-off) stage 1, official recipe", "mulcon-official", "stage1", "(b)"),
+    ("(c-off) stage 2, official recipe", "mulcon-official", "stage2", "(b-off)"),
+]
 
 
 @dataclass(order=True)
@@ -98,7 +126,7 @@ class Pool:
             return self.queue.pop(0)
 
     def _run(self, job: Job, on_done: Callable[[Job, bool], None]) -> None:
-        ok = (job.out / "metrics.json").is_file()
+        ok = _finished(job.out)
         if not ok:
             job.out.parent.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
@@ -106,7 +134,7 @@ class Pool:
             t0 = time.monotonic()
             with open(job.out.parent / f"{job.out.name}.log", "w") as f:
                 rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            ok = rc == 0 and (job.out / "metrics.json").is_file()
+            ok = rc == 0 and _finished(job.out)
             with self.lock, open(self.log, "a") as f:
                 f.write(
                     json.dumps(
@@ -137,6 +165,10 @@ class Pool:
             threads.append(t)
         for t in threads:
             t.join()
+
+
+def _finished(run: Path) -> bool:
+    return (run / "metrics.json").is_file() or (run / "stage2" / "metrics.json").is_file()
 
 
 def _metrics(run: Path) -> dict:
@@ -204,24 +236,29 @@ class MissingStudy:
             self.pool.add(self.job(method, None, "sp", seed, 3))
             self.pool.add(self.job(method, best, "sp", seed, 3))
         for seed in (0, 1, 2):
-            self.pool.add(self.job(method, None, "drop", seed, 4))
-            self.pool.add(self.job(method, best, "drop", seed, 4))
+            self.pool.add(self.job(method, None, "drop", seed, 5))
+            self.pool.add(self.job(method, best, "drop", seed, 5))
 
 
 class MulconStudy:
-    """The rows of :data:`MULCON_ROWS` on seeds 0, 1, 2."""
+    """The runs of :data:`MULCON_SPECS`, read back as the rows of :data:`MULCON_ROWS`."""
 
-    def __init__(self, pool: Pool, root: Path, common: list[str], rows: list[str]) -> None:
-        self.pool, self.root, self.common, self.rows = pool, root, common, rows
+    def __init__(self, pool: Pool, root: Path, common: list[str]) -> None:
+        self.pool, self.root, self.common = pool, root, common
 
-    def run_dir(self, row: str, seed: int) -> Path:
-        return self.root / "mulcon" / f"{_slug(row)}-s{seed}"
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.root / "mulcon" / f"{name}-s{seed}"
 
     def start(self) -> None:
-        for seed in (0, 1, 2):
-            for i, row in enumerate(self.rows):
-                args = [*self.common, *MULCON_ROWS[row][0], "--seed", str(seed)]
-                self.pool.add(Job(2 + seed * 0.1 + i * 1e-3, f"{row} s{seed}", args, self.run_dir(row, seed)))
+        for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
+            for seed in seeds:
+                prio = (1.5 if seed == 0 else 2.9) + i * 1e-3 if len(seeds) > 1 else 4
+                args = [*self.common, *extra, "--seed", str(seed)]
+                self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
+
+    def _runs(self, name: str, stage: str) -> list[Path]:
+        runs = [self.run_dir(name, s) / stage for s in MULCON_SPECS[name][1]]
+        return [p for p in runs if (p / "metrics.json").is_file()]
 
     def table(self) -> str:
         from mlcl.report.compare import compare_runs
@@ -231,12 +268,12 @@ class MulconStudy:
             "| row | mAP | CF1 | paired against | Δ mAP | Δ CF1 |",
             "|---|---|---|---|---|---|",
         ]
-        for row in self.rows:
-            runs = [p for s in (0, 1, 2) if ((p := self.run_dir(row, s)) / "metrics.json").is_file()]
+        where = {label.split(" ")[0]: (name, stage) for label, name, stage, _ in MULCON_ROWS}
+        for label, name, stage, control in MULCON_ROWS:
+            runs = self._runs(name, stage)
             if not runs:
                 continue
-            control = MULCON_ROWS[row][1]
-            ctrl = [p for s in (0, 1, 2) if control and ((p := self.run_dir(control, s)) / "metrics.json").is_file()]
+            ctrl = self._runs(*where[control]) if control else []
             if ctrl:
                 c = compare_runs([str(p) for p in ctrl + runs], baseline=str(ctrl[0]))
                 g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
@@ -245,10 +282,19 @@ class MulconStudy:
                 g = compare_runs([str(p) for p in runs]).groups[0]
                 tail = ["", "", ""]
             out.append(
-                f"| {row} | {_pm(g.mean['mAP'], g.std['mAP'])} | {_pm(g.mean['CF1'], g.std['CF1'])} | "
+                f"| {label} | {_pm(g.mean['mAP'], g.std['mAP'])} | {_pm(g.mean['CF1'], g.std['CF1'])} | "
                 + " | ".join(tail)
                 + " |"
             )
+        out += [
+            "\n## MulCon recipe ablations: stage-1 validation mAP %, seed 0\n",
+            "| run | validation mAP |",
+            "|---|---|",
+        ]
+        for name in MULCON_SPECS:
+            p = self.run_dir(name, 0) / "stage1" / "metrics.json"
+            if name.startswith("mulcon") and p.is_file():
+                out.append(f"| {name} | {100 * _metrics(p.parent)['best_val_mAP']:.2f} |")
         return "\n".join(out) + "\n"
 
 
@@ -360,7 +406,7 @@ def main() -> None:
     pool = Pool(args.jobs, args.threads, t0 + args.deadline_s, args.out / "runs.jsonl")
     studies = args.studies.split(",")
     study = MissingStudy(pool, args.out, common, batch=32, classes=5, methods=args.methods.split(","))
-    mulcon = MulconStudy(pool, args.out, common, list(MULCON_ROWS))
+    mulcon = MulconStudy(pool, args.out, common)
     if "missing" in studies:
         study.start()
     if "mulcon" in studies:
