@@ -281,7 +281,7 @@ def objective_from_config(cfg: Config) -> Objective:
         raise ConfigError(
             f"`loss.name`={c.name!r}: unknown loss {base_name!r}; valid names: {', '.join(sorted(LOSSES))}"
         )
-    base_args = {"reduction": ("loss.reduction", c.reduction)}
+    base_args: dict[str, tuple[str, Any]] = {"reduction": ("loss.reduction", c.reduction)}
     base_args.update({str(k): (f"loss.options.{k}", v) for k, v in c.options.items()})
     options = dict(c.options)
     if "num_epochs" in inspect.signature(LOSSES[base_name.lower()]).parameters and "num_epochs" not in options:
