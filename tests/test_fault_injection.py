@@ -146,8 +146,15 @@ def test_resume_of_a_folder_without_a_run(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_options_a_method_would_ignore_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, lines = _cli(capsys, ["train", "--method", "mulcon", "--epochs", "3", "--out", str(tmp_path / "r"), *TINY])
-    assert status == 2 and len(lines) == 1 and "train.epochs" in lines[0] and "mulcon.stage1_epochs" in lines[0]
+    status, lines = _cli(capsys, ["train", "--method", "mulcon", "--lr", "0.1", "--out", str(tmp_path / "r"), *TINY])
+    assert status == 2 and len(lines) == 1 and "optim.lr" in lines[0] and "mulcon.stage1_lr" in lines[0]
+    assert not (tmp_path / "r").exists()
+    # --epochs sets the length of MulCon's stages; a different mulcon.stage1_epochs beside it is refused
+    over = ["-o", "mulcon.stage1_epochs=2"]
+    status, lines = _cli(
+        capsys, ["train", "--method", "mulcon", "--epochs", "3", *over, "--out", str(tmp_path / "r"), *TINY]
+    )
+    assert status == 2 and len(lines) == 1 and "train.epochs`=3" in lines[0] and "mulcon.stage1_epochs`=2" in lines[0]
     assert not (tmp_path / "r").exists()
 
 

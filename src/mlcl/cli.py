@@ -143,7 +143,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
     t.add_argument("--head", choices=_choices(TRAIN_FLAGS["head"]))
     t.add_argument("--image-size", type=int)
-    t.add_argument("--epochs", type=int)
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs (default 5); with --method mulcon: the length of stage 1, and of stage 2 unless "
+        "-o mulcon.stage2_epochs=N (-o mulcon.stage1_epochs=N instead of --epochs; both, if different, is an error)",
+    )
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate (head; backbone too unless --backbone-lr)")
     t.add_argument("--backbone-lr", type=float)
@@ -154,7 +159,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clml-weight", type=float, help="CLML weight lambda")
     t.add_argument("--clml-tau", type=float, help="CLML label-correction threshold")
     t.add_argument("--contrastive", choices=_choices(TRAIN_FLAGS["contrastive"]))
-    t.add_argument("--method", choices=_choices(TRAIN_FLAGS["method"]), help="mulcon: the two MulCon stages")
+    t.add_argument(
+        "--method",
+        choices=_choices(TRAIN_FLAGS["method"]),
+        help="mulcon: the two MulCon stages (-o mulcon.recipe=default|official; see the README)",
+    )
     t.add_argument("--views", type=int, help="augmented views per image")
     t.add_argument("--augment", choices=_choices(TRAIN_FLAGS["augment"]))
     t.add_argument("--missing", help="missing-label protocol applied to the training labels (`mlcl list protocols`)")

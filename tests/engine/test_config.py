@@ -134,6 +134,7 @@ def test_every_literal_field_is_checked() -> None:
         "train.method",
         "train.amp",
         "train.head_init",
+        "mulcon.recipe",
         "run.ap_variant",
         "run.calibrate",
     }

@@ -16,7 +16,6 @@ from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
 from mlcl.engine.probe import fit_linear_probe
 from mlcl.engine.trainer import fit
-from mlcl.errors import ConfigError
 from tests.helpers.paths import REPO
 from tests.helpers.synthetic import make_shapes_csv
 
@@ -137,11 +136,83 @@ def test_trainer_initialises_the_head_from_the_probe(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-3)
 
 
-def test_probe_needs_the_linear_head(tmp_path: Path) -> None:
-    csv = make_shapes_csv(tmp_path / "data", n=20)
-    over = [*FAST, f"data.train={csv}", "train.head_init=probe", "model.head=mulcon", f"run.out={tmp_path / 'r'}"]
-    with pytest.raises(ConfigError, match="head_init=probe"):
-        fit(load_config(None, over))
+def _sklearn_label_level_logits(g: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
+    """Independent fit: per label k, scikit-learn's LogisticRegression on that label's standardised embeddings
+    ``g[:, k]`` over the rows where label k is observed (unknown rows left out); logits of every row."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = np.zeros(y.shape)
+    for k in range(y.shape[1]):
+        xk = g[:, k]
+        xs = (xk - xk.mean(0)) / xk.std(0)
+        rows = y[:, k] != -1
+        clf = LogisticRegression(C=c, tol=1e-10, max_iter=5000).fit(xs[rows], y[rows, k] == 1)
+        out[:, k] = clf.decision_function(xs)
+    return out
+
+
+def test_label_level_probe_matches_sklearn_per_label() -> None:
+    """(N, C, D) embeddings: class k is fitted on its own label's embeddings, unknown entries left out."""
+    rng = np.random.default_rng(2)
+    n, c, d = 90, 3, 5
+    g = rng.normal(size=(n, c, d)) * rng.uniform(0.5, 10, size=(c, d)) + rng.uniform(-3, 3, size=(c, d))
+    y = (np.einsum("ncd,cd->nc", g, rng.normal(size=(c, d))) / 5 + rng.normal(size=(n, c)) > 0).astype(float)
+    y[rng.random((n, c)) < 0.3] = -1
+    w, b = fit_linear_probe(torch.from_numpy(g), torch.from_numpy(y), c=0.3)
+    ours = np.einsum("ncd,cd->nc", g, w.numpy()) + b.numpy()  # the folded classifiers on the RAW embeddings
+    np.testing.assert_allclose(ours, _sklearn_label_level_logits(g, y, 0.3), atol=2e-4, rtol=1e-4)
+    # the other labels' embeddings play no part: fitting class 0 on g[:, 0] alone gives the same classifier
+    w0, b0 = fit_linear_probe(torch.from_numpy(g[:, 0]), torch.from_numpy(y[:, :1]), c=0.3)
+    torch.testing.assert_close(w0[0], w[0], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"same N \(and C\)"):
+        fit_linear_probe(torch.zeros(4, 2, 3), torch.zeros(4, 3))
+
+
+def test_trainer_initialises_the_label_classifiers_from_the_probe(tmp_path: Path) -> None:
+    """The mulcon head's per-label classifiers are the probe on the label-level embeddings of the training images."""
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    over = [
+        *FAST,
+        f"data.train={csv}",
+        f"run.out={tmp_path / 'run'}",
+        "model.head=mulcon",
+        "model.head_dim=16",
+        "model.head_num_sab=1",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=1",
+        "train.batch_size=8",
+        "train.ema=false",
+        "train.head_init=probe",
+        "train.probe_c=0.1",
+        "optim.lr=0",  # the saved classifiers are then the probe itself
+        "optim.backbone_lr=0",
+    ]
+    fit(load_config(None, over))
+    assert json.loads((tmp_path / "run" / "probe.json").read_text())["n_images"] == 36
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+
+    from PIL import Image
+
+    from mlcl.data.csv_format import read_csv_labels
+    from mlcl.data.split import load_split
+    from mlcl.data.transforms import build_transform
+    from mlcl.models import create_model
+
+    model = create_model("test_convnext", 4, head="mulcon", head_dim=16, head_num_sab=1)
+    model.load_state_dict(state["model"])
+    model.eval()
+    data = read_csv_labels(csv)
+    train_ids, _ = load_split(tmp_path / "run" / "split.json")
+    keep = [data.ids.index(i) for i in train_ids]
+    tf = build_transform(32, train=False, mean=state["config"]["data"]["mean"], std=state["config"]["data"]["std"])
+    images = torch.stack([tf(Image.open(data.items[i]).convert("RGB")) for i in keep])
+    with torch.no_grad():
+        g = model(images).label_emb.double().numpy()
+    y = data.targets[keep].numpy().astype(float)
+    ref = _sklearn_label_level_logits(g, y, 0.1)
+    w = state["model"]["head.classifier_weight"].double().numpy()
+    ours = np.einsum("ncd,cd->nc", g, w) + state["model"]["head.classifier_bias"].double().numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize(

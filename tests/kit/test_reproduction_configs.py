@@ -420,6 +420,9 @@ def test_mulcon_official_stages() -> None:
         s1, s2 = (config_to_dict(s) for s in mulcon_stage_configs(cfg))
         assert (s1["optim"]["name"], s1["optim"]["lr"], s1["optim"]["backbone_lr"]) == ("adamw", 2e-4, 2e-5)
         assert (s1["optim"]["warmup_epochs"], s1["train"]["epochs"], s1["train"]["batch_size"]) == (5.0, 25, 32)
+        assert c["mulcon"]["recipe"] == "official"  # random classifiers and BatchNorm batch statistics
+        recipe = (s1["train"]["head_init"], s1["train"]["freeze_bn"], s2["train"]["freeze_bn"])
+        assert recipe == ("random", False, False)
         assert (s2["optim"]["name"], s2["optim"]["lr"], s2["optim"]["backbone_lr"]) == ("sgd", 0.01, 0.001)
         assert (s2["optim"]["schedule"], s2["optim"]["step_size"], s2["train"]["batch_size"]) == ("step", 20, 24)
         assert (s2["data"]["views"], s2["loss"]["contrastive"], s2["loss"]["contrastive_weight"]) == (2, "label", 0.5)

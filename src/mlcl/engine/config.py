@@ -44,6 +44,7 @@ __all__ = [
     "Method",
     "ModelConfig",
     "MulconConfig",
+    "MulconRecipe",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
@@ -62,6 +63,9 @@ AmpMode = Literal["auto", "off", "fp16", "bf16"]
 
 Method = Literal["standard", "mulcon"]
 """``train.method``: one stage, or the two MulCon stages (see :class:`TrainConfig`)."""
+
+MulconRecipe = Literal["default", "official"]
+"""``mulcon.recipe``: the fine-tuning recipe of the MulCon stages or the official one (:class:`MulconConfig`)."""
 
 HeadInit = Literal["random", "probe"]
 """``train.head_init``: how the linear classifier starts (see :class:`TrainConfig`)."""
@@ -236,7 +240,8 @@ class TrainConfig:
     Attributes:
         method: ``standard`` (one stage) or ``mulcon`` (stage 1 BCE, then stage 2 BCE + contrastive from
             stage 1's EMA weights; see the ``mulcon`` section).
-        epochs: Epochs.
+        epochs: Epochs (with ``method=mulcon``: of stage 1 unless ``mulcon.stage1_epochs`` is set, and of stage 2
+            unless ``mulcon.stage2_epochs`` is set).
         batch_size: Global batch size (split evenly over processes under torchrun).
         seed: Seed of everything (data order, augmentation, initialisation, missing labels).
         amp: Mixed precision: ``auto`` (float16 with a GradScaler on CUDA, off on CPU), ``off``, ``fp16``,
@@ -249,11 +254,13 @@ class TrainConfig:
         stop_after: Stop after this many epochs while keeping the schedule of ``epochs`` (a run can then be
             continued with ``--resume``).
         eval_every: Evaluate every N epochs (and always after the last).
-        head_init: ``random`` (timm/torch initialisation) or ``probe``: before training, fit the linear
-            classifier as a logistic-regression probe on the frozen embeddings of the training images (LP-FT;
-            :mod:`mlcl.engine.probe`). Needs ``model.head=linear``; skipped when resuming. ``None``: ``probe``
-            under the default fine-tuning recipe (a pretrained backbone, the linear head, ``train.method=
-            standard`` and ``optim.lr`` not set), else ``random``.
+        head_init: ``random`` (timm/torch initialisation) or ``probe``: before training, fit the classifier as
+            a logistic-regression probe on the frozen embeddings of the training images (LP-FT;
+            :mod:`mlcl.engine.probe`): the linear head on the pooled embeddings, the mulcon head's per-label
+            classifiers each on its label's embeddings. Skipped when resuming. ``None``: ``probe`` under the
+            default fine-tuning recipe (a pretrained backbone, the linear head, ``train.method=standard`` and
+            ``optim.lr`` not set) and for stage 1 of ``train.method=mulcon`` under ``mulcon.recipe=default``
+            with a pretrained backbone, else ``random``.
         probe_c: Inverse L2 strength of that probe (scikit-learn's ``C``, on standardised embeddings).
         checkpoint_every: Also write a resumable ``last.pt`` in the middle of an epoch, every ``N`` optimiser
             steps (``"500"``) or every ``N`` minutes (``"30m"``); ``None``: at the end of each epoch only. It
@@ -261,7 +268,8 @@ class TrainConfig:
         freeze_bn: Keep the backbone's BatchNorm layers in evaluation mode during training: they normalise
             with, and keep, their (pretrained) running statistics; their affine weights still train. Useful
             for small batches and small data, and with ``head_init=probe`` (the probe sees those statistics).
-            ``None``: on under the default fine-tuning recipe (as ``head_init``), else off.
+            ``None``: on under the default fine-tuning recipe and ``mulcon.recipe=default`` (as ``head_init``;
+            both MulCon stages), else off.
     """
 
     method: Method = "standard"
@@ -284,29 +292,52 @@ class TrainConfig:
 
 @dataclass
 class MulconConfig:
-    """The two-stage MulCon schedule (``train.method=mulcon``); defaults follow the official code.
+    """The two-stage MulCon schedule (``train.method=mulcon``).
 
-    Stage 1 trains with the base loss only (AdamW, warm-up then cosine, EMA). Stage 2 starts from stage 1's
-    EMA weights with two views per image and ``base + contrastive_weight * label SupCon`` (SGD, step
-    schedule). The ``optim``/``train`` sections are ignored for the fields set here.
+    Stage 1 trains the label-attention head with the base loss only (AdamW, warm-up then cosine, EMA). Stage 2
+    starts from stage 1's best (EMA) weights with two views per image and ``base + contrastive_weight * label
+    SupCon`` (SGD, step schedule). The ``optim`` section's schedule fields are replaced by the ones here.
+
+    **Run length.** Stage 1 runs ``stage1_epochs`` epochs, or ``train.epochs`` (``--epochs``) when it is null;
+    stage 2 runs ``stage2_epochs``, or as many epochs as stage 1 when it is null. Setting both ``train.epochs``
+    (to anything but its default) and ``stage1_epochs`` to different values is an error.
+
+    **Recipe.** Fields left null are filled by ``recipe`` (:func:`mlcl.engine.build.resolve_recipe`):
+
+    * ``default`` with a pretrained backbone (``model.weights`` / ``model.pretrained``): the linear head's
+      fine-tuning recipe applied to stage 1: the per-label classifiers start from a logistic-regression probe
+      on the label-level embeddings of the training images (``train.head_init=probe``), the backbone's
+      BatchNorm statistics stay frozen in both stages (``train.freeze_bn=true``), and one rate of 2e-4 for the
+      backbone, the attention block and the classifiers.
+    * ``default`` from scratch: 2e-3 for every parameter, random classifiers, BatchNorm statistics updated (a
+      warning says that the label-attention head needs a pretrained backbone).
+    * ``official`` (SonDaoDuy/MulCon): random (N(0, 0.02)) classifiers, BatchNorm statistics updated, 2e-4 for
+      the attention block and the classifiers and 2e-5 for the backbone.
+
+    Both recipes warm stage 1 up over its first 20 % (the official 5 of 25 epochs) and use the official stage-2
+    settings below.
 
     Attributes:
-        stage1_epochs: Epochs of stage 1.
-        stage1_lr: Head learning rate of stage 1 (official 2e-4).
-        stage1_backbone_lr: Backbone learning rate of stage 1 (official 2e-5).
-        stage1_warmup_epochs: Linear warm-up of stage 1 (official 5 of 25).
-        stage2_epochs: Epochs of stage 2.
+        recipe: ``default`` or ``official`` (above).
+        stage1_epochs: Epochs of stage 1; ``None``: ``train.epochs``.
+        stage1_lr: Rate of the attention block and the classifiers in stage 1; ``None``: 2e-4 (2e-3 from
+            scratch under ``default``).
+        stage1_backbone_lr: Backbone rate of stage 1; ``None``: ``stage1_lr`` (``default``) or ``stage1_lr / 10``
+            (``official``: 2e-5).
+        stage1_warmup_epochs: Linear warm-up of stage 1; ``None``: 20 % of the stage-1 epochs.
+        stage2_epochs: Epochs of stage 2; ``None``: the stage-1 epochs.
         stage2_lr: Learning rate of the projector and classifiers in stage 2 (official 0.01).
         stage2_backbone_lr: Learning rate of the backbone and attention block in stage 2 (official 0.001).
         stage2_step_size: StepLR period of stage 2 (official 20).
         stage2_batch_size: Images per batch in stage 2 (each gives two views; official 24).
     """
 
-    stage1_epochs: int = 25
-    stage1_lr: float = 2e-4
-    stage1_backbone_lr: float = 2e-5
-    stage1_warmup_epochs: float = 5.0
-    stage2_epochs: int = 20
+    recipe: MulconRecipe = "default"
+    stage1_epochs: int | None = None
+    stage1_lr: float | None = None
+    stage1_backbone_lr: float | None = None
+    stage1_warmup_epochs: float | None = None
+    stage2_epochs: int | None = None
     stage2_lr: float = 0.01
     stage2_backbone_lr: float = 0.001
     stage2_step_size: int = 20

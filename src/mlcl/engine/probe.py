@@ -16,6 +16,11 @@ and folds the standardisation into the head: ``W = w / sigma``, ``b = b - W mu``
 ``Linear`` on the raw embedding ``x`` gives the same logits. A class whose observed entries are all of one
 value (e.g. only positives under the single-positive protocol) counts its unknown entries as negatives; a
 class with no positive at all gets ``w = 0`` and the bias ``logit`` of its (clipped) positive rate.
+
+The mulcon head (:class:`~mlcl.models.label_attention.LabelAttentionHead`) classifies label ``k`` from its
+own label-level embedding ``g_ik`` with its own ``(w_k, c_k)``; its probe fits class ``k`` on the embeddings
+``x_i = g_ik`` of that label (standardised per label), with the untrained attention block of the
+initialisation frozen, and sets ``classifier_weight[k]`` and ``classifier_bias[k]``.
 """
 
 from __future__ import annotations
@@ -49,17 +54,18 @@ def extract_embeddings(
     *,
     amp: tuple[bool, torch.dtype] = (False, torch.float32),
 ) -> tuple[Tensor, Tensor]:
-    """Pooled embeddings of every image of ``loader`` (eval mode), gathered over processes.
+    """The classifier's input for every image of ``loader`` (eval mode), gathered over processes.
 
     Args:
-        model: A :class:`mlcl.models.MultiLabelClassifier` (its ``embedding`` output is used).
+        model: A :class:`mlcl.models.MultiLabelClassifier`: its pooled ``embedding`` output is used for the
+            linear head, its ``label_emb`` output for the mulcon head.
         loader: Yields ``(images, targets, dataset indices)``; under DDP each rank sees its shard.
         device: Device of the forward passes.
         amp: ``(enabled, dtype)`` of autocast.
 
     Returns:
-        ``(embeddings (N, D) float32, targets (N, C) float32)`` on the CPU, each dataset index once, in
-        index order (the same on every rank).
+        ``(embeddings (N, D) or label embeddings (N, C, d), float32; targets (N, C) float32)`` on the CPU, each
+        dataset index once, in index order (the same on every rank).
     """
     was_training = model.training
     model.eval()
@@ -67,7 +73,8 @@ def extract_embeddings(
     for images, targets, index in loader:
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             out = model(images.to(device, non_blocking=True))
-        embs.append(out.embedding.float())
+        emb = out.label_emb if out.label_emb is not None else out.embedding
+        embs.append(emb.float())
         tgts.append(targets.to(device).float())
         idxs.append(index.to(device))
     model.train(was_training)
@@ -84,7 +91,8 @@ def fit_linear_probe(
     """One L2-regularised logistic regression per class on standardised embeddings (see the module docstring).
 
     Args:
-        embeddings: ``(N, D)`` features.
+        embeddings: ``(N, D)`` features shared by the classes, or ``(N, C, D)``: class ``k`` is fitted on
+            ``embeddings[:, k]`` (standardised on its own), the mulcon head's label-level embeddings.
         targets: ``(N, C)`` in {1, 0, -1}; unknown entries are left out of class ``k``'s fit.
         c: Inverse regularisation strength (scikit-learn's ``C``) on the standardised features.
         max_iter: L-BFGS iterations per class.
@@ -95,10 +103,16 @@ def fit_linear_probe(
     Raises:
         ValueError: On bad shapes, non-finite embeddings or ``c <= 0``.
     """
-    if embeddings.ndim != 2 or targets.ndim != 2 or embeddings.shape[0] != targets.shape[0]:
+    per_class = embeddings.ndim == 3
+    if (
+        embeddings.ndim not in (2, 3)
+        or targets.ndim != 2
+        or embeddings.shape[0] != targets.shape[0]
+        or (per_class and embeddings.shape[1] != targets.shape[1])
+    ):
         raise ValueError(
-            f"`embeddings` (N, D) and `targets` (N, C) must have the same N, got {tuple(embeddings.shape)} "
-            f"and {tuple(targets.shape)}"
+            f"`embeddings` (N, D) or (N, C, D) and `targets` (N, C) must have the same N (and C), got "
+            f"{tuple(embeddings.shape)} and {tuple(targets.shape)}"
         )
     if embeddings.shape[0] == 0:
         raise ValueError("the linear probe needs at least one image")
@@ -108,14 +122,15 @@ def fit_linear_probe(
     if not np.isfinite(x).all():
         raise ValueError("the embeddings of the linear probe contain NaN or infinite values")
     y = targets.detach().cpu().numpy()
-    mu = x.mean(0)
-    sigma = x.std(0)
-    sigma = np.where(sigma > 1e-12 * max(1.0, float(np.abs(x).max())), sigma, 1.0)  # constant features
-    xs = (x - mu) / sigma
     n_cls = y.shape[1]
-    w = np.zeros((n_cls, x.shape[1]))
+    xk = x if per_class else x[:, None, :]  # (N, C or 1, D)
+    mu = xk.mean(0)
+    sigma = xk.std(0)
+    sigma = np.where(sigma > 1e-12 * max(1.0, float(np.abs(x).max())), sigma, 1.0)  # constant features
+    w = np.zeros((n_cls, x.shape[-1]))
     b = np.zeros(n_cls)
     for k in range(n_cls):
+        j = k if per_class else 0
         col = y[:, k]
         rows = col != UNK
         labels = col[rows] == POS
@@ -126,18 +141,29 @@ def fit_linear_probe(
             rate = min(max(float(labels.mean()), _RATE_CLIP), 1.0 - _RATE_CLIP)
             b[k] = math.log(rate / (1.0 - rate))
             continue
-        clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-8).fit(xs[rows], labels)
+        xs = (xk[rows, j] - mu[j]) / sigma[j]
+        clf = LogisticRegression(C=c, max_iter=max_iter, tol=1e-8).fit(xs, labels)
         w[k], b[k] = clf.coef_[0], clf.intercept_[0]
-    weight = w / sigma
-    bias = b - weight @ mu
+    weight = w / (sigma if per_class else sigma[0])
+    bias = b - (weight * (mu if per_class else mu[0])).sum(-1)
     return torch.from_numpy(weight), torch.from_numpy(bias)
 
 
+def _classifier(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """The ``(weight (C, D), bias (C,))`` parameters the probe sets: ``fc`` or the mulcon head's classifiers."""
+    if getattr(model, "head_type", "linear") == "mulcon":
+        head = cast(nn.Module, model.head)
+        return cast(Tensor, head.classifier_weight), cast(Tensor, head.classifier_bias)
+    fc = cast(nn.Linear, model.fc)  # the linear head of a MultiLabelClassifier
+    return fc.weight, fc.bias
+
+
 def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.device, *, c: float, amp=None) -> dict:
-    """Set ``model.fc`` to the linear probe fitted on ``loader``'s images (rank 0 fits, the others receive).
+    """Set the classifier to the probe fitted on ``loader``'s images (rank 0 fits, the others receive).
 
     Args:
-        model: A :class:`mlcl.models.MultiLabelClassifier` with the linear head.
+        model: A :class:`mlcl.models.MultiLabelClassifier`: the linear head's ``fc`` is fitted on the pooled
+            embeddings, the mulcon head's ``classifier_weight`` / ``classifier_bias`` on the label embeddings.
         loader: The training images under the evaluation transform, with their (possibly partial) targets.
         device: Device of the forward passes.
         c: Inverse regularisation strength (see :func:`fit_linear_probe`).
@@ -146,21 +172,22 @@ def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.dev
     Returns:
         A summary: ``n_images``, ``c`` and the probe's mean training BCE over observed entries.
     """
-    fc = cast(nn.Linear, model.fc)  # the linear head of a MultiLabelClassifier
+    fc_weight, fc_bias = _classifier(model)
     emb, tgt = extract_embeddings(model, loader, device, amp=amp or (False, torch.float32))
     if is_main_process():  # every rank holds the same gathered embeddings; one fit is enough
         weight, bias = fit_linear_probe(emb, tgt, c=c)
-        weight = weight.to(device=fc.weight.device, dtype=fc.weight.dtype)
-        bias = bias.to(device=fc.bias.device, dtype=fc.bias.dtype)
+        weight = weight.to(device=fc_weight.device, dtype=fc_weight.dtype)
+        bias = bias.to(device=fc_bias.device, dtype=fc_bias.dtype)
     else:
-        weight, bias = torch.empty_like(fc.weight), torch.empty_like(fc.bias)
+        weight, bias = torch.empty_like(fc_weight), torch.empty_like(fc_bias)
     if is_distributed():
         dist.broadcast(weight, src=0)
         dist.broadcast(bias, src=0)
     with torch.no_grad():
-        fc.weight.copy_(weight)
-        fc.bias.copy_(bias)
-        logits = emb.to(weight) @ weight.T + bias
+        fc_weight.copy_(weight)
+        fc_bias.copy_(bias)
+        e = emb.to(weight)
+        logits = (e * weight).sum(-1) + bias if e.ndim == 3 else e @ weight.T + bias
         obs = tgt != UNK
         bce = nn.functional.binary_cross_entropy_with_logits(logits, (tgt == POS).to(logits), reduction="none")
         train_bce = float(bce[obs.to(bce.device)].mean()) if bool(obs.any()) else float("nan")

@@ -9,6 +9,7 @@ here (gloo on CPU, nccl on GPU) and only rank 0 writes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import secrets
@@ -26,7 +27,7 @@ import torch.distributed as dist
 
 from mlcl.data.split import load_split
 from mlcl.distributed import get_rank, get_world_size, init_from_torchrun, is_main_process, resolve_device
-from mlcl.engine.build import Training, build_training, mulcon_stage_configs
+from mlcl.engine.build import Training, build_training, mulcon_stage_configs, mulcon_warning, resolve_recipe
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_checkpoint
 from mlcl.engine.config import Config, config_from_dict, dump_config, load_config
 from mlcl.engine.evaluate import ScoreRows, evaluate_model
@@ -152,6 +153,10 @@ def _from_rank0(value: str) -> str:
 
 def _fit_mulcon(cfg: Config, device: torch.device, run_dir: Path) -> FitResult:
     s1, s2 = mulcon_stage_configs(cfg)
+    cfg = resolve_recipe(copy.deepcopy(cfg))  # config.yaml records the resolved recipe and stage lengths
+    warning = mulcon_warning(cfg)
+    if warning and is_main_process():
+        log.warning(warning)
     s1.run.out, s2.run.out = str(run_dir / "stage1"), str(run_dir / "stage2")
     s2.train.init_from = str(run_dir / "stage1" / "best.pt")
     if is_main_process():
