@@ -36,6 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
+
 from miml_split import make_split  # noqa: E402
 
 #: Base losses of the missing-label study: table name -> `mlcl train` arguments.
@@ -184,13 +186,22 @@ def _weight_tag(m: float) -> str:
 
 
 class MissingStudy:
-    """The missing-label study: grid on seed 0, then the chosen pairs on seeds 1, 2, then drop:0.5."""
+    """The missing-label study.
 
-    def __init__(self, pool: Pool, root: Path, common: list[str], batch: int, classes: int, methods: list[str]) -> None:
-        self.pool, self.root, self.common, self.methods = pool, root, common, methods
+    Priorities: every base on seed 0 and the CLML grid on seed 0 (of ``grid_methods``) first, then every base on
+    seeds 1 and 2; once the grid is done, its best weight (the mean validation mAP over ``grid_methods``) with every
+    base on seeds 0, 1, 2, base by base; last, the ``drop:0.5`` pairs.
+    """
+
+    def __init__(
+        self, pool: Pool, root: Path, common: list[str], batch: int, classes: int, methods: list[str],
+        grid_methods: list[str],
+    ) -> None:  # fmt: skip
+        self.pool, self.root, self.common, self.methods, self.grid_methods = pool, root, common, methods, grid_methods
         self.unit = 1.0 / (batch * classes)
-        self.grid: dict[str, dict[float, float | None]] = {m: {} for m in methods}
-        self.chosen: dict[str, float] = {}
+        self.grid: dict[str, dict[float, float]] = {m: {} for m in grid_methods}
+        self.mults: list[float] = list(CLML_GRID)
+        self.chosen: float | None = None
 
     def run_dir(self, method: str, tag: str, protocol: str, seed: int) -> Path:
         return self.root / "missing" / f"{_slug(method)}-{tag}-{protocol}-s{seed}"
@@ -208,36 +219,38 @@ class MissingStudy:
     def start(self) -> None:
         for i, m in enumerate(self.methods):
             self.pool.add(self.job(m, None, "sp", 0, 1 + i * 1e-3))
-            for mult in CLML_GRID:
+            for mult in CLML_GRID if m in self.grid_methods else ():
                 self.pool.add(self.job(m, mult, "sp", 0, 1 + i * 1e-3))
+            for seed in (1, 2):
+                self.pool.add(self.job(m, None, "sp", seed, 3 + seed * 0.1 + i * 1e-3))
 
     def done(self, job: Job, ok: bool) -> None:
-        parts = job.name.rsplit(" ", 3)
-        method, tag, protocol, seed = parts[0], parts[1], parts[2], parts[3]
-        if protocol != "sp" or seed != "s0":
+        method, tag, protocol, seed = job.name.rsplit(" ", 3)
+        if protocol != "sp" or seed != "s0" or method not in self.grid_methods:
             return
-        mult = None if tag == "none" else float(tag.removeprefix("clml"))
-        val = _metrics(job.out)["best_val_mAP"] if ok else math.nan
         with self.pool.lock:
-            self.grid[method][mult if mult is not None else 0.0] = val
-            grid = dict(self.grid[method])
-        tried = sorted(k for k in grid if k > 0)
-        if len(tried) < len(CLML_GRID) or 0.0 not in grid or method in self.chosen:
+            self.grid[method][0.0 if tag == "none" else float(tag.removeprefix("clml"))] = (
+                _metrics(job.out)["best_val_mAP"] if ok else math.nan
+            )
+            complete = all(k in g for g in self.grid.values() for k in [0.0, *self.mults])
+            if not complete or self.chosen is not None:
+                return
+            mean = {k: float(np.nanmean([g[k] for g in self.grid.values()])) for k in self.mults}
+            best = max(mean, key=lambda k: mean[k])
+            if best == max(self.mults) and best < 1e4:  # the optimum is at the grid's edge: extend it
+                self.mults.append(best * 10)
+                extend = True
+            else:
+                self.chosen, extend = best, False
+        if extend:
+            for i, m in enumerate(self.grid_methods):
+                self.pool.add(self.job(m, self.mults[-1], "sp", 0, 1.5 + i * 1e-3))
             return
-        finite = {k: v for k, v in grid.items() if k > 0 and v is not None and not math.isnan(v)}
-        if not finite:
-            return
-        best = max(finite, key=lambda k: finite[k])
-        if best == tried[-1] and best < 1e4:  # the optimum is at the grid's edge: extend it
-            self.pool.add(self.job(method, best * 10, "sp", 0, 1.5))
-            return
-        self.chosen[method] = best
-        for seed in (1, 2):
-            self.pool.add(self.job(method, None, "sp", seed, 3))
-            self.pool.add(self.job(method, best, "sp", seed, 3))
-        for seed in (0, 1, 2):
-            self.pool.add(self.job(method, None, "drop", seed, 5))
-            self.pool.add(self.job(method, best, "drop", seed, 5))
+        for i, m in enumerate(self.methods):
+            for seed in (0, 1, 2):
+                self.pool.add(self.job(m, best, "sp", seed, 5 + i * 0.01 + seed * 1e-3))
+                self.pool.add(self.job(m, None, "drop", seed, 7 + i * 0.01))
+                self.pool.add(self.job(m, best, "drop", seed, 7 + i * 0.01))
 
 
 class MulconStudy:
@@ -252,7 +265,7 @@ class MulconStudy:
     def start(self) -> None:
         for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
             for seed in seeds:
-                prio = (1.5 if seed == 0 else 2.9) + i * 1e-3 if len(seeds) > 1 else 4
+                prio = (2 if seed == 0 else 4) + i * 1e-3 if len(seeds) > 1 else 6
                 args = [*self.common, *extra, "--seed", str(seed)]
                 self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
 
@@ -308,10 +321,10 @@ def tables(root: Path, study: MissingStudy | None) -> str:
         mults = sorted({k for g in study.grid.values() for k in g})
         out.append("| method | " + " | ".join("none" if k == 0 else f"{k:g}/(NC)" for k in mults) + " | chosen |")
         out.append("|---|" + "---|" * (len(mults) + 1))
-        for m in study.methods:
+        for m in study.grid_methods:
             g = study.grid[m]
-            cells = [f"{100 * g[k]:.2f}" if k in g and g[k] is not None and not math.isnan(g[k]) else "" for k in mults]
-            chosen = study.chosen.get(m)
+            cells = [f"{100 * g[k]:.2f}" if k in g and not math.isnan(g[k]) else "" for k in mults]
+            chosen = study.chosen
             out.append(f"| {m} | " + " | ".join(cells) + f" | {'' if chosen is None else f'{chosen:g}/(NC)'} |")
         for protocol in ("sp", "drop"):
             out.append(f"\n## {protocol}: held-out mAP / CF1 % (mean ± std over seeds; Δ paired by seed)\n")
@@ -320,7 +333,7 @@ def tables(root: Path, study: MissingStudy | None) -> str:
             an = [study.run_dir("AN", "none", protocol, s) for s in range(3)]
             an = [p for p in an if (p / "metrics.json").is_file()]
             for m in study.methods:
-                w = study.chosen.get(m)
+                w = study.chosen
                 none = [study.run_dir(m, "none", protocol, s) for s in range(3)]
                 none = [p for p in none if (p / "metrics.json").is_file()]
                 if not none:
@@ -377,6 +390,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--deadline-s", type=float, default=math.inf, help="start no run after this many seconds")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    ap.add_argument("--grid-methods", default="", help="methods whose mean validation mAP picks CLML's weight (all)")
     ap.add_argument("--studies", default="missing,mulcon", help="missing, mulcon or both")
     args = ap.parse_args()
 
@@ -405,7 +419,9 @@ def main() -> None:
     ]
     pool = Pool(args.jobs, args.threads, t0 + args.deadline_s, args.out / "runs.jsonl")
     studies = args.studies.split(",")
-    study = MissingStudy(pool, args.out, common, batch=32, classes=5, methods=args.methods.split(","))
+    methods = args.methods.split(",")
+    grid_methods = args.grid_methods.split(",") if args.grid_methods else methods
+    study = MissingStudy(pool, args.out, common, 32, 5, methods, grid_methods)
     mulcon = MulconStudy(pool, args.out, common)
     if "missing" in studies:
         study.start()
