@@ -60,8 +60,10 @@ class RunLog:
         self._plain: dict[str, Any] | None = None  # progress without a terminal: steps, done, next line, start
 
     def config(self, cfg: Config | Mapping[str, Any]) -> None:
-        """Record the resolved configuration as ``config.yaml`` (a mapping: a run made outside the trainer, such as a
-        benchmark's, written as the same nested YAML that ``mlcl compare`` groups by)."""
+        """Record the resolved configuration as ``config.yaml``.
+
+        A mapping (a run made outside the trainer, such as a benchmark's) is written as the same nested YAML.
+        """
         if not self.enabled:
             return
         if isinstance(cfg, Config):

@@ -141,8 +141,10 @@ def _show(v: Any) -> str:
 
 
 def run_name(path: Path) -> str:
-    """The run's name: its folder's name without a ``-s<seed>`` / ``_s<seed>`` suffix (``stage1`` of a MulCon run:
-    ``<run name>/stage1``)."""
+    """The run's name: its folder's name without a ``-s<seed>`` / ``_s<seed>`` suffix.
+
+    A MulCon run's stage folder is ``<run name>/stage1``.
+    """
     p = Path(os.path.abspath(path))
     name = re.sub(r"[-_]s\d+$", "", p.name)
     if re.fullmatch(r"stage\d+", p.name):
@@ -436,8 +438,7 @@ def _is_reference(c: Comparison, i: int) -> bool:
 
 
 def to_markdown(c: Comparison) -> str:
-    """The comparison as a Markdown table (metrics in %; differences paired by seed, against the baseline or each
-    group's control)."""
+    """The comparison as a Markdown table (metrics in %; differences paired by seed, to the baseline or controls)."""
     paired = c.baseline is None
     head = ["group", "runs", "seeds"] + [f"{m} %" for m in METRICS] + ["mAP per seed", "s per run"]
     head += (["vs"] if paired else []) + ["pairs"] + [f"Δ{m}" + ("" if paired else " vs baseline") for m in METRICS]
@@ -481,17 +482,17 @@ def _ap_delta_figure(c: Comparison) -> str:
     for k, g in enumerate(others):
         assert g.ap_delta is not None
         ys = np.arange(n) + (k - (len(others) - 1) / 2) * width
-        a.barh(ys, np.nan_to_num(100 * g.ap_delta), height=width, label=f"{g.name} vs {g.control}" if paired else g.name)
+        a.barh(
+            ys, np.nan_to_num(100 * g.ap_delta), height=width, label=f"{g.name} vs {g.control}" if paired else g.name
+        )
     a.axvline(0, color="black", lw=0.8)
     a.set_yticks(range(n), c.classes, fontsize=8)
     a.invert_yaxis()
     ref = "the control" if c.baseline is None else c.groups[c.baseline].name
     a.set(xlabel=f"AP difference to {ref} (percentage points)", ylabel="class")
-    if others:
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.15 - 1.5 / (n + 4)))
-    else:
+    if not others:
         a.text(0.5, 0.5, f"no group shares a seed with {ref}", transform=a.transAxes, ha="center")
-    fig.tight_layout()
+    F.legends_below(fig, [(a, {})])
     return F.to_svg(fig)
 
 
@@ -508,11 +509,9 @@ def _curves_figure(c: Comparison) -> str:
     from matplotlib.ticker import MaxNLocator
 
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if a.get_legend_handles_labels()[0]:
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    else:
+    if not a.get_legend_handles_labels()[0]:
         a.text(0.5, 0.5, "no validation mAP in the logs", transform=a.transAxes, ha="center")
-    fig.tight_layout()
+    F.legends_below(fig, [(a, {})])
     return F.to_svg(fig)
 
 
@@ -599,8 +598,10 @@ def write_compare(
     pairs: Sequence[tuple[str, str]] = (),
     markdown: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, str]:
-    """Compare the runs (:func:`compare_runs`), write the HTML page to ``out`` atomically (and the Markdown table
-    to ``markdown`` when given); returns the page's path and the Markdown table."""
+    """Compare the runs (:func:`compare_runs`) and write the HTML page to ``out`` atomically.
+
+    The Markdown table also goes to ``markdown`` when given. Returns the page's path and the Markdown table.
+    """
     c = compare_runs(run_dirs, baseline=baseline, group_by=group_by, pairs=pairs)
     page_text = build_compare_page(c)
     path = Path(out)
