@@ -433,6 +433,15 @@ def _time(g: Group) -> str:
     return "" if math.isnan(g.time_s) else f"{g.time_s:.0f}"
 
 
+def _vs(c: Comparison, g: Group) -> str:
+    """``g``'s control as the grouping terms where it differs from ``g`` (its full name when none differs)."""
+    if g.control is None:
+        return ""
+    ref = next(x for x in c.groups if x.name == g.control)
+    terms = [f"{k}={v}" for k, v in ref.values.items() if g.values.get(k) != v]
+    return ",".join(terms) or g.control
+
+
 def _is_reference(c: Comparison, i: int) -> bool:
     return c.baseline == i
 
@@ -448,12 +457,12 @@ def to_markdown(c: Comparison) -> str:
         cells = [g.name + (" (baseline)" if _is_reference(c, i) else ""), str(len(g.runs)), _seeds(g)]
         cells += [_pct(g.mean[m], g.std[m]) for m in METRICS] + [_per_seed(g), _time(g)]
         if paired:
-            cells.append(g.control or "")
+            cells.append(_vs(c, g))
         cells.append(str(g.deltas[METRICS[0]].pairs) if compared else "")
         cells += [_delta_text(g.deltas.get(m)) if compared else "" for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     ref = (
-        "Δ: against the group in the vs column"
+        "Δ: against the group in the vs column (the grouping terms that differ)"
         if paired
         else f"Baseline: {c.groups[c.baseline].name if c.baseline is not None else ''}. Δ: against the baseline"
     )
@@ -468,7 +477,8 @@ def _num(x: float) -> str:
 
 
 _CSS = """
-tr.baseline{background:#fbf8e8}td{white-space:nowrap}
+tr.baseline{background:#fbf8e8}td{white-space:nowrap}.wide{overflow-x:auto}
+#compare td:first-child,#compare td.control{white-space:normal;min-width:12rem}
 """
 
 
@@ -532,7 +542,7 @@ def build_compare_page(c: Comparison) -> str:
             )
         cells.append(f'<td class="time" data-time="{_num(g.time_s)}">{_time(g)}</td>')
         if paired:
-            cells.append(f'<td class="control">{_e(g.control or "")}</td>')
+            cells.append(f'<td class="control">{_e(_vs(c, g))}</td>')
         cells.append(f"<td>{g.deltas[METRICS[0]].pairs if compared else ''}</td>")
         for m in METRICS:
             d = g.deltas.get(m)
@@ -572,7 +582,8 @@ def build_compare_page(c: Comparison) -> str:
         f"standard deviation over seeds. Δ: the mean ± sample std of the per-seed differences to {ref} over "
         "the seeds both groups hold; p: two-sided paired t-test (two pairs or more). s per run: the training time "
         "of log.jsonl.</p>"
-        f"<table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>{''.join(rows)}</table>"
+        f"<div class='wide'><table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>"
+        f"{''.join(rows)}</table></div>"
         f"<h2>Per-class AP difference to {ref}</h2><p class='note'>Mean over the common seeds, in percentage "
         "points.</p><div class='fig' id='fig-ap-delta'>"
         + F.strip_ids(_ap_delta_figure(c), "apd")
