@@ -70,12 +70,12 @@ def compare(out: Path, group_by: str, pairs: Sequence[tuple[str, str]], runs: Se
     into ``out``, prints the table and the equivalent command line; returns the table."""
     folders = sorted(runs if runs is not None else [p for p in out.iterdir() if (p / "config.yaml").is_file()])
     _, table = write_compare(folders, out / "compare.html", group_by=group_by, pairs=pairs, markdown=out / "compare.md")
-    cmd = ["mlcl", "compare", f"{out}/*", "--group-by", group_by]
+    cmd = ["mlcl", "compare", f"{out}/*/", "--group-by", group_by]  # */: the run folders, not the files
     for a, b in pairs:
         cmd += ["--pair", a, b]
     cmd += ["--out", str(out / "compare.html")]
     print("\n" + table)
-    print("same table: " + " ".join(c if c.endswith("/*") else shlex.quote(c) for c in cmd))
+    print("same table: " + " ".join(c if c.endswith("/*/") else shlex.quote(c) for c in cmd))
     return table
 
 

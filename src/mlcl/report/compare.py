@@ -478,7 +478,7 @@ def _num(x: float) -> str:
 
 _CSS = """
 tr.baseline{background:#fbf8e8}td{white-space:nowrap}.wide{overflow-x:auto}
-#compare td:first-child,#compare td.control{white-space:normal;min-width:12rem}
+#compare td:first-child{white-space:normal;min-width:12rem}#compare td.control{white-space:normal;min-width:8rem}
 """
 
 
