@@ -70,7 +70,8 @@ def compare(out: Path, group_by: str, pairs: Sequence[tuple[str, str]], runs: Se
     into ``out``, prints the table and the equivalent command line; returns the table."""
     folders = sorted(runs if runs is not None else [p for p in out.iterdir() if (p / "config.yaml").is_file()])
     _, table = write_compare(folders, out / "compare.html", group_by=group_by, pairs=pairs, markdown=out / "compare.md")
-    cmd = ["mlcl", "compare", f"{out}/*/", "--group-by", group_by]  # */: the run folders, not the files
+    where = [f"{out}/*/"] if runs is None else [str(p) for p in folders]  # */: the run folders, not the files
+    cmd = ["mlcl", "compare", *where, "--group-by", group_by]
     for a, b in pairs:
         cmd += ["--pair", a, b]
     cmd += ["--out", str(out / "compare.html")]

@@ -357,6 +357,21 @@ def _fit(overrides: list[str]) -> float:
     return time.time() - t0
 
 
+def _fit_stage2(overrides: list[str], stage1_best: Path) -> float:
+    """MulCon's stage 2 alone (the trainer's own stage-2 configuration) from a finished stage 1's ``best.pt``, as
+    a plain run in ``run.out``; returns the wall time in seconds."""
+    from mlcl.engine.build import mulcon_stage_configs
+    from mlcl.engine.config import load_config
+    from mlcl.engine.trainer import fit
+
+    t0 = time.time()
+    cfg = load_config(None, [*BUILTIN_COMMON, *EXTRA, *overrides])
+    _, s2 = mulcon_stage_configs(cfg)
+    s2.run.out, s2.train.init_from = cfg.run.out, str(stage1_best)
+    fit(s2)
+    return time.time() - t0
+
+
 def _fresh(run_dir: Path) -> Path:
     """Remove a previous run folder of the same name (the trainer appends to ``log.jsonl`` and resumes stages)."""
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -405,11 +420,10 @@ def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
         folders += [mc / "stage1", mc]
         b, c = _metrics(mc / "stage1" / "metrics.json"), _metrics(mc / "metrics.json")
         print(f"seed {seed} b: {100 * b:.2f}, c: {100 * c:.2f} ({t:.0f} s)", flush=True)
-        if a.controls:  # stage 2 with weight 0 from the very same stage-1 weights (fit skips a finished stage 1)
+        if a.controls:  # stage 2 with weight 0 from the very same stage-1 weights
             ctl = _fresh(out / f"mulcon_w0_s{seed}")
-            shutil.copytree(mc / "stage1", ctl / "stage1")
             over = [x for x in mulcon if not x.startswith("loss.contrastive_weight")]
-            t = _fit([*over, "loss.contrastive_weight=0", f"run.out={ctl}"])
+            t = _fit_stage2([*over, "loss.contrastive_weight=0", f"run.out={ctl}"], mc / "stage1" / "best.pt")
             folders.append(ctl)
             _drop_checkpoints(ctl, a.keep_checkpoints)
             print(f"seed {seed} b': {100 * _metrics(ctl / 'metrics.json'):.2f} ({t:.0f} s)", flush=True)
