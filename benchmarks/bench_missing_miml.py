@@ -1,6 +1,6 @@
 """Missing labels on MIML (issue 3): base losses with and without CLML, frozen-feature protocol, 3 seeds.
 
-    PYTHONPATH=src python benchmarks/bench_missing_miml.py                       # grid + table, ~10 min on 2 cores
+    PYTHONPATH=src python benchmarks/bench_missing_miml.py --out runs/clml_miml  # grid + table, ~10 min on 2 cores
     PYTHONPATH=src python benchmarks/bench_missing_miml.py --lam 0.03            # skip the lambda grid
     PYTHONPATH=src python benchmarks/bench_missing_miml.py --e2e-only            # only the end-to-end check
     PYTHONPATH=src python benchmarks/bench_missing_miml.py --limit 60 --epochs 2 --seeds 0 --grid-seeds 0  # smoke
@@ -21,9 +21,12 @@ Protocol (frozen features, NOT end-to-end fine-tuning):
 * Missing labels: ``mlcl.data.missing.apply_missing(train_targets, protocol, seed)`` with the run seed, protocols
   ``single-positive`` and ``drop:0.5``; unknown entries are -1 and each base loss treats them as it documents
   (``bce``: ignored; ``bce-an``, ``hill``, ``splc``: assumed negative, SPLC also corrects them).
-* Score: mAP (``mlcl.metrics.mean_average_precision``, non-interpolated AP) on the 300 held-out images with their
-  full labels; mean +- std (sample std, ddof=1) over seeds 0, 1, 2. The "delta" column is the paired per-seed
-  difference (base+clml minus base, same seed, same missing labels, same initialisation and batches).
+* Score: each (method, protocol, seed) run is scored on the 300 held-out images with their full labels
+  (``mlcl.metrics.compute_metrics``: mAP non-interpolated, CF1 and OF1 at 0.5) and written as a run folder
+  (``benchmarks/_runs.py``: ``config.yaml`` with ``bench.missing``, ``bench.method`` and ``train.seed``,
+  ``log.jsonl``, ``metrics.json``, ``test_scores.npz``) under ``--out``. The table is ``mlcl compare``'s, grouped by
+  ``bench.missing,bench.method``: mean +- sample std over seeds 0, 1, 2, and each ``+clml`` row paired by seed with
+  its base under the same protocol (same missing labels, initialisation and batches).
 * CLML weight: the official code adds ``lam * (sum_k max(1, ||Z_k||_*) - ||Z||_*) / N`` (lam = 1) to a base loss
   *summed* over the N*C entries; our bases average over N*C, so the same relative scale is lam = 1/(N*C)
   (1/320 at N = 64, C = 5). Unless ``--lam`` is given, LAM is chosen on a validation split carved from the
@@ -31,7 +34,8 @@ Protocol (frozen features, NOT end-to-end fine-tuning):
   protocol, ``--grid-seeds``; the value with the best mean validation mAP over the +clml runs is used. The held-out
   images are never used for any choice.
 
-Results: ``benchmarks/results/missing_miml.json`` (every run), and a markdown table on stdout.
+Results: the run folders and ``compare.html`` / ``compare.md`` in ``--out`` (the table is also printed, with the
+equivalent ``mlcl compare`` command); the lambda grid in ``--grid-json``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from _features import CACHE_DIR, DEFAULT_SPLIT_DIR, DEFAULT_WEIGHTS, ROOT, load_features
+from _runs import compare, epoch_record, write_run
 from mlcl.data.missing import apply_missing
 from mlcl.data.split import holdout_split
 from mlcl.losses import CLML, build_loss
@@ -60,6 +65,8 @@ TAU = 0.75  # train_clml.py --threshold
 START_EPOCH = 1  # --NeEpoch
 E2E_BATCH = 32  # the trainer's default batch size
 NEVER = 10**9  # start_epoch that disables CLML's label correction (ablation rows)
+FULL = "bce (full labels)"  # the reference row: no missing labels
+NO_CORRECTION = " (no label correction)"  # suffix of the ablation rows
 
 
 class NeckClassifier(nn.Module):
@@ -86,8 +93,11 @@ def train_run(
     epochs: int,
     batch_size: int,
     lr: float,
-) -> NeckClassifier:
-    """Train the neck + classifier on cached views ``(N, K, D)`` with (possibly partial) targets ``(N, C)``."""
+) -> tuple[NeckClassifier, list[dict[str, Any]]]:
+    """Train the neck + classifier on cached views ``(N, K, D)`` with (possibly partial) targets ``(N, C)``.
+
+    Returns the model and one ``log.jsonl`` record per epoch (mean loss, learning rate, seconds).
+    """
     torch.manual_seed(seed)
     model = NeckClassifier(views.shape[-1], targets.shape[1])
     loss_fn = build_loss(base, reduction="mean")
@@ -97,7 +107,9 @@ def train_run(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
     gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, Any]] = []
     for epoch in range(epochs):
+        t0, total = time.perf_counter(), 0.0
         for module in (loss_fn, clml):
             if module is not None and hasattr(module, "set_epoch"):
                 module.set_epoch(epoch)
@@ -114,28 +126,24 @@ def train_run(
             loss.backward()
             opt.step()
             sched.step()
-    return model
+            total += float(loss.detach())
+        history.append(epoch_record(epoch, steps, sched.get_last_lr()[0], total, t0))
+    return model, history
 
 
 @torch.no_grad()
-def score(model: NeckClassifier, x: Tensor, targets: Tensor) -> float:
+def probabilities(model: NeckClassifier, x: Tensor) -> Tensor:
     model.eval()
-    return float(mean_average_precision(torch.sigmoid(model(x)[0]), targets))
+    return torch.sigmoid(model(x)[0])
+
+
+def score(model: NeckClassifier, x: Tensor, targets: Tensor) -> float:
+    return float(mean_average_precision(probabilities(model, x), targets))
 
 
 def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     return [(t - mean) / std for t in others]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def fmt(values: list[float], scale: float = 100.0, signed: bool = False) -> str:
-    m, s = mean_std(values)
-    sign = "+" if signed else ""
-    return f"{m * scale:{sign}.2f} ± {s * scale:.2f}"
 
 
 def lam_grid(
@@ -150,7 +158,7 @@ def lam_grid(
             y = apply_missing(targets[tr_t], protocol, seed)
             for base in BASES:
                 for lam in [None, *grid]:
-                    m = train_run(views[tr_t], y, base=base, lam=lam, seed=seed, **kw)
+                    m, _ = train_run(views[tr_t], y, base=base, lam=lam, seed=seed, **kw)
                     rows.append(
                         {
                             "protocol": protocol,
@@ -241,7 +249,9 @@ def main() -> None:
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end trainer check")
     ap.add_argument("--e2e-epochs", type=int, default=3)
     ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end check (lam: --lam or the grid)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "missing_miml.json")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "results" / "missing_miml", help="folder of the run folders and the table"
+    )
     ap.add_argument("--grid-json", type=Path, default=ROOT / "results" / "missing_miml_grid.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -251,7 +261,8 @@ def main() -> None:
         lam = lam * a.batch_size / E2E_BATCH  # same multiple of the official-equivalent 1/(N*C) at N = 32
         res = {"clml_lam": lam, "epochs": a.e2e_epochs, "protocol": "single-positive, seed 0, 224 px, fit()"}
         res.update(e2e_check(lam, a.e2e_epochs, ROOT / "results" / "e2e_missing", a.split_dir, a.weights))
-        out = a.out.with_name("missing_miml_e2e.json")
+        out = a.out / "e2e.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
         print(f"wrote {out}")
         return
@@ -297,85 +308,67 @@ def main() -> None:
     for base in BASES:
         methods += [(base, base, None, START_EPOCH), (f"{base}+clml", base, lam, START_EPOCH)]
         if a.ablation:
-            methods.append((f"{base}+clml, no label correction", base, lam, NEVER))
-    runs: list[dict[str, Any]] = []
+            methods.append((f"{base}+clml{NO_CORRECTION}", base, lam, NEVER))
+    settings = {
+        **kw,
+        "views": a.views,
+        "image_size": a.image_size,
+        "clml_tau": TAU,
+        "clml_lam_official_equivalent": official,
+        "n_train": int(y_tr.shape[0]),
+        "limit": a.limit,
+    }
+    names, ids = list(tr["class_names"]), list(he["ids"])
+
+    def run(p: int, protocol: str, k: int, name: str, base: str, lam_m: float | None, start: int, seed: int,
+            y: Tensor) -> None:  # fmt: skip
+        model, history = train_run(views, y, base=base, lam=lam_m, start_epoch=start, seed=seed, **kw)
+        slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+        config = {
+            "bench": {
+                "protocol": "frozen-feature MIML (benchmarks/bench_missing_miml.py)",
+                "missing": protocol,
+                "method": name,
+                "base": base,
+                "clml_lam": lam_m,
+                "clml_start_epoch": start if lam_m is not None else None,
+                **settings,
+            },
+            "train": {"seed": seed},
+        }
+        write_run(
+            a.out / f"p{p}-m{k:02d}-{slug}-s{seed}", config=config, history=history,
+            scores=probabilities(model, eval_he), targets=y_he, class_names=names, ids=ids, train_targets=y,
+            data="MIML heldout (frozen features)",
+        )  # fmt: skip
+
     t0 = time.time()
+    n_runs = 0
     for seed in a.seeds:  # full-label reference: no missing labels
-        m = train_run(views, y_tr, base="bce", lam=None, seed=seed, **kw)
-        runs.append({"protocol": "none", "method": "bce (full labels)", "seed": seed, "mAP": score(m, eval_he, y_he)})
-    for protocol in PROTOCOLS:
+        run(0, "none", 0, FULL, "bce", None, START_EPOCH, seed, y_tr)
+        n_runs += 1
+    for p, protocol in enumerate(PROTOCOLS, start=1):
         for seed in a.seeds:
             y = apply_missing(y_tr, protocol, seed)
-            for name, base, lam_m, start in methods:
-                t1 = time.time()
-                m = train_run(views, y, base=base, lam=lam_m, start_epoch=start, seed=seed, **kw)
-                runs.append(
-                    {
-                        "protocol": protocol,
-                        "method": name,
-                        "seed": seed,
-                        "mAP": score(m, eval_he, y_he),
-                        "time_s": round(time.time() - t1, 2),
-                    }
-                )
+            for k, (name, base, lam_m, start) in enumerate(methods, start=1):
+                run(p, protocol, k, name, base, lam_m, start, seed, y)
+                n_runs += 1
         print(f"done {protocol} ({time.time() - t0:.0f} s)", flush=True)
     t_table = time.time() - t0
-
-    def vals(protocol: str, method: str) -> list[float]:
-        return [
-            r["mAP"]
-            for r in sorted(runs, key=lambda r: r["seed"])
-            if r["protocol"] == protocol and r["method"] == method
-        ]
-
-    full = vals("none", "bce (full labels)")
     print(
-        f"\n### MIML missing labels, frozen tf_efficientnet_lite0 features + trainable neck (heldout mAP %, "
-        f"mean ± std over seeds {a.seeds}; CLML lam = {lam:g}, tau = {TAU}, start_epoch = {START_EPOCH})\n"
+        f"\n### MIML missing labels, frozen tf_efficientnet_lite0 features + trainable neck (heldout, seeds "
+        f"{a.seeds}; CLML lam = {lam:g}, tau = {TAU}, start_epoch = {START_EPOCH})"
     )
-    head = " | ".join(f"{p} | Δ clml (paired)" for p in PROTOCOLS)
-    print(f"| method | {head} |\n|---|" + "---|---|" * len(PROTOCOLS))
-    print("| bce (full labels, reference) | " + " | ".join(f"{fmt(full)} | " for _ in PROTOCOLS) + "|")
-    summary: dict[str, Any] = {"bce (full labels)": {"mean": mean_std(full)[0], "std": mean_std(full)[1]}}
-    for name, base, lam_m, _ in methods:
-        cells = []
-        for p in PROTOCOLS:
-            v = vals(p, name)
-            summary.setdefault(name, {})[p] = {"mean": mean_std(v)[0], "std": mean_std(v)[1]}
-            if lam_m is not None:
-                diff = [x - y for x, y in zip(v, vals(p, base), strict=True)]
-                summary[name][p]["delta_mean"], summary[name][p]["delta_std"] = mean_std(diff)
-                cells += [fmt(v), fmt(diff, signed=True)]
-            else:
-                cells += [fmt(v), ""]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"\n{len(runs)} runs in {t_table:.0f} s ({t_table / max(1, len(runs)):.1f} s per run)")
-
-    result: dict[str, Any] = {
-        "protocol": "frozen-feature: tf_efficientnet_lite0 ImageNet pooled features (K augmented views), trainable "
-        "neck 1280-512-512 + linear classifier; not end-to-end",
-        "settings": {
-            **kw,
-            "seeds": a.seeds,
-            "views": a.views,
-            "image_size": a.image_size,
-            "clml_lam": lam,
-            "clml_lam_official_equivalent": official,
-            "clml_tau": TAU,
-            "clml_start_epoch": START_EPOCH,
-            "n_train": int(y_tr.shape[0]),
-            "n_heldout": int(y_he.shape[0]),
-            "limit": a.limit,
-        },
-        "lam_grid": grid_info,
-        "summary": summary,
-        "runs": runs,
-        "time_s": round(time.time() - t_start, 1),
-    }
+    pairs = [(f"bench.method={base}+clml", f"bench.method={base}") for base in BASES]
+    if a.ablation:
+        pairs += [(f"bench.method={base}+clml{NO_CORRECTION}", f"bench.method={base}") for base in BASES]
+    compare(a.out, "bench.missing,bench.method", pairs)
+    print(f"\n{n_runs} runs in {t_table:.0f} s ({t_table / max(1, n_runs):.1f} s per run)")
+    result: dict[str, Any] = {"settings": {**settings, "seeds": a.seeds, "clml_lam": lam}, "lam_grid": grid_info}
     if a.e2e:
         result["e2e"] = e2e_check(lam, a.e2e_epochs, ROOT / "results" / "e2e_missing", a.split_dir, a.weights)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2))
+    result["time_s"] = round(time.time() - t_start, 1)
+    (a.out / "bench.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {a.out}")
 
 

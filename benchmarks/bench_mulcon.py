@@ -1,7 +1,7 @@
 """MulCon vs its baselines (issue 4): linear head, label-attention head, MulCon stage 2, image-level SupCon.
 
-    PYTHONPATH=src python benchmarks/bench_mulcon.py miml                 # frozen-feature protocol, ~15 min
-    PYTHONPATH=src python benchmarks/bench_mulcon.py builtin              # end-to-end through `fit`, ~25 min
+    PYTHONPATH=src python benchmarks/bench_mulcon.py miml --out runs/mulcon_miml        # frozen features, ~15 min
+    PYTHONPATH=src python benchmarks/bench_mulcon.py builtin --out runs/mulcon_builtin  # end to end, ~50 min
     PYTHONPATH=src python benchmarks/bench_mulcon.py miml --limit 60 --stage1-epochs 1 --stage2-epochs 1 --seeds 0
     PYTHONPATH=src python benchmarks/bench_mulcon.py builtin --time-one   # time one linear run, then stop
 
@@ -52,7 +52,11 @@ One epoch of (a) takes ~40 s here, so the defaults (3 seeds, 5 runs each) fit in
 * (d) ``model.head=linear``, ``loss.contrastive=image``, two views, weight 0.5, tau 0.1, projector 128/64,
   ``--image-epochs`` (2).
 
-Results: ``benchmarks/results/mulcon_<data>.json`` and markdown tables on stdout.
+Results: one run folder per (method, seed) in ``--out`` (``miml``: written by ``benchmarks/_runs.py`` with
+``bench.method`` and ``train.seed`` in ``config.yaml``; ``builtin``: the trainer's own folders, (b) being a MulCon
+run's ``stage1``), and ``mlcl compare``'s table of them (printed, with the equivalent command, and written to
+``compare.html`` / ``compare.md`` in ``--out``): mean +- sample std over the seeds, each method paired by seed with
+its control (:data:`CONTROL`).
 """
 
 from __future__ import annotations
@@ -60,7 +64,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -70,45 +73,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from _features import CACHE_DIR, DEFAULT_SPLIT_DIR, DEFAULT_WEIGHTS, ROOT, load_features
+from _runs import compare, epoch_record, write_run
 from mlcl.losses import build_loss
 from mlcl.losses.supcon import ImageSupConLoss, LabelSupConLoss
-from mlcl.metrics import mean_average_precision
 from mlcl.models.label_attention import LabelAttentionHead
 
 LABELS = {
     "a": "(a) linear head + BCE",
     "b": "(b) label-attention head + BCE (MulCon stage 1)",
-    "b2": "(b') stage 1 + stage-2 schedule, BCE only (control)",
+    "b2": "(b') stage 1 + stage-2 schedule; BCE only (control)",
     "c": "(c) MulCon stage 2: BCE + 0.5 label SupCon",
-    "d2": "(d') pooled embedding + MLP, two views, BCE only (control)",
+    "d2": "(d') pooled embedding + MLP; two views; BCE only (control)",
     "d": "(d) image-level SupCon: BCE + 0.5 image SupCon",
 }
 
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def fmt(values: list[float], signed: bool = False) -> str:
-    m, s = mean_std(values)
-    return f"{100 * m:{'+' if signed else ''}.2f} ± {100 * s:.2f}"
-
-
 #: The row each method is compared with (paired by seed): its closest control.
-CONTROL = {"b": ["a"], "b2": ["b"], "c": ["b2", "b"], "d2": ["a"], "d": ["d2", "a"]}
-
-
-def print_table(title: str, runs: dict[str, dict[int, float]], seeds: list[int], times: dict[str, float]) -> None:
-    print(f"\n### {title}\n")
-    print("| method | mAP % (mean ± std) | paired Δ vs control | per seed | s per run |\n|---|---|---|---|---|")
-    for key, label in LABELS.items():
-        if key not in runs:
-            continue
-        v = [runs[key][s] for s in seeds]
-        ref = next((r for r in CONTROL.get(key, []) if r in runs), None)
-        delta = f"{fmt([runs[key][s] - runs[ref][s] for s in seeds], signed=True)} vs {LABELS[ref][:4]}" if ref else ""
-        per_seed = ", ".join(f"{100 * x:.2f}" for x in v)
-        print(f"| {label} | {fmt(v)} | {delta} | {per_seed} | {times.get(key, float('nan')):.0f} |")
+CONTROL = {"b": "a", "b2": "b", "c": "b2", "d2": "a", "d": "d2"}
 
 
 # ------------------------------------------------------------------------------------------- MIML, frozen
@@ -165,8 +145,8 @@ def _cosine_adamw(params, lr: float, total_steps: int):
 
 def train_pooled(
     data: TokenData, seed: int, epochs: int, *, embed: bool, supcon_w: float | None, lr: float, batch_size: int = 64
-) -> PooledNet:
-    """(a) when ``embed`` is False; (d) / (d') with two views when ``supcon_w`` is not None."""
+) -> tuple[PooledNet, list[dict[str, Any]]]:
+    """(a) when ``embed`` is False; (d) / (d') with two views when ``supcon_w`` is not None (with the epochs' log)."""
     torch.manual_seed(seed)
     y_all = data.y_train
     model = PooledNet(data.aug_pooled.shape[-1], y_all.shape[1], embed)
@@ -175,7 +155,9 @@ def train_pooled(
     views = 1 if supcon_w is None else 2
     opt, sched = _cosine_adamw(model.parameters(), lr, epochs * (data.n // batch_size))
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    history: list[dict[str, Any]] = []
+    for epoch in range(epochs):
+        t0, total = time.perf_counter(), 0.0
         for idx, pick in data.batches(batch_size, gen, views):
             # rows: [view 1 of every image; view 2 of every image] (the trainer's layout)
             x = torch.cat([data.pooled(data.aug_pooled[idx, pick[:, v]]) for v in range(views)])
@@ -188,14 +170,18 @@ def train_pooled(
             loss.backward()
             opt.step()
             sched.step()
-    return model
+            total += float(loss.detach())
+        history.append(epoch_record(epoch, data.n // batch_size, sched.get_last_lr()[0], total, t0))
+    return model, history
 
 
 def make_head(in_dim: int, num_classes: int) -> LabelAttentionHead:
     return LabelAttentionHead(in_dim, num_classes, dim=256, heads=4, num_sab=0, proj_hidden=256, proj_dim=128)
 
 
-def train_stage1(data: TokenData, seed: int, epochs: int, lr: float, batch_size: int = 64) -> LabelAttentionHead:
+def train_stage1(
+    data: TokenData, seed: int, epochs: int, lr: float, batch_size: int = 64
+) -> tuple[LabelAttentionHead, list[dict[str, Any]]]:
     torch.manual_seed(seed)
     head = make_head(data.aug_tokens.shape[-1], data.y_train.shape[1])
     head.projector.requires_grad_(False)
@@ -203,7 +189,9 @@ def train_stage1(data: TokenData, seed: int, epochs: int, lr: float, batch_size:
     params = [p for p in head.parameters() if p.requires_grad]
     opt, sched = _cosine_adamw(params, lr, epochs * (data.n // batch_size))
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    history: list[dict[str, Any]] = []
+    for epoch in range(epochs):
+        t0, total = time.perf_counter(), 0.0
         for idx, pick in data.batches(batch_size, gen, 1):
             out = head(data.tokens(data.aug_tokens[idx, pick[:, 0]]))
             loss = bce(out.logits, data.y_train[idx])
@@ -211,12 +199,14 @@ def train_stage1(data: TokenData, seed: int, epochs: int, lr: float, batch_size:
             loss.backward()
             opt.step()
             sched.step()
-    return head
+            total += float(loss.detach())
+        history.append(epoch_record(epoch, data.n // batch_size, sched.get_last_lr()[0], total, t0))
+    return head, history
 
 
 def train_stage2(
     data: TokenData, stage1: LabelAttentionHead, seed: int, epochs: int, weight: float, batch_size: int = 24
-) -> LabelAttentionHead:
+) -> tuple[LabelAttentionHead, list[dict[str, Any]]]:
     """Official stage-2 recipe on cached tokens; ``weight`` multiplies the label-level SupCon (0 = control)."""
     torch.manual_seed(seed + 1000)
     head = make_head(stage1.in_dim, stage1.num_classes)
@@ -235,7 +225,9 @@ def train_stage2(
     bce = build_loss("bce", reduction="mean")
     con = LabelSupConLoss(tau=0.2, base_tau=0.2)
     gen = torch.Generator().manual_seed(seed + 1000)
-    for _ in range(epochs):
+    history: list[dict[str, Any]] = []
+    for epoch in range(epochs):
+        t0, total = time.perf_counter(), 0.0
         for idx, pick in data.batches(batch_size, gen, 2):
             x = torch.cat([data.tokens(data.aug_tokens[idx, pick[:, v]]) for v in range(2)])
             y = data.y_train[idx].repeat(2, 1)
@@ -244,22 +236,24 @@ def train_stage2(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return head
+            total += float(loss.detach())
+        history.append(epoch_record(epoch, data.n // batch_size, opt.param_groups[0]["lr"], total, t0))
+    return head, history
 
 
 @torch.no_grad()
-def score_head(head: LabelAttentionHead, data: TokenData, batch: int = 100) -> float:
+def probs_head(head: LabelAttentionHead, data: TokenData, batch: int = 100) -> Tensor:
     head.eval()
     logits = torch.cat(
         [head(data.tokens(data.test_tokens[i : i + batch])).logits for i in range(0, data.test_tokens.shape[0], batch)]
     )
-    return float(mean_average_precision(torch.sigmoid(logits), data.y_test))
+    return torch.sigmoid(logits)
 
 
 @torch.no_grad()
-def score_pooled(model: PooledNet, data: TokenData) -> float:
+def probs_pooled(model: PooledNet, data: TokenData) -> Tensor:
     model.eval()
-    return float(mean_average_precision(torch.sigmoid(model(data.test_pooled)[0]), data.y_test))
+    return torch.sigmoid(model(data.test_pooled)[0])
 
 
 def run_miml(a: argparse.Namespace) -> dict[str, Any]:
@@ -271,61 +265,53 @@ def run_miml(a: argparse.Namespace) -> dict[str, Any]:
         "cache_dir": a.cache_dir,
         "limit": a.limit,
     }
-    data = TokenData(load_features("train", **common), load_features("heldout", **common))
+    tr, he = load_features("train", **common), load_features("heldout", **common)
+    data = TokenData(tr, he)
     e1, e2 = a.stage1_epochs, a.stage2_epochs
-    runs: dict[str, dict[int, float]] = {k: {} for k in LABELS}
-    times: dict[str, list[float]] = {k: [] for k in LABELS}
+    settings = {
+        "stage1_epochs": e1,
+        "stage2_epochs": e2,
+        "views": a.views,
+        "lr": a.lr,
+        "contrastive_weight": a.weight,
+        "n_train": data.n,
+        "n_heldout": int(data.y_test.shape[0]),
+        "limit": a.limit,
+    }
 
-    def timed(key: str, seed: int, fn, scorer):
-        t0 = time.time()
-        model = fn()
-        times[key].append(time.time() - t0)
-        runs[key][seed] = scorer(model, data)
-        print(f"seed {seed} {key}: {100 * runs[key][seed]:.2f} ({times[key][-1]:.0f} s)", flush=True)
-        return model
+    def run(key: str, seed: int, trained: tuple[Any, list[dict[str, Any]]], probs: Tensor) -> None:
+        model, history = trained
+        config = {
+            "bench": {
+                "protocol": "frozen-feature MIML (benchmarks/bench_mulcon.py)",
+                "method": LABELS[key],
+                **settings,
+            },
+            "train": {"seed": seed},
+        }
+        metrics = write_run(
+            a.out / f"m{list(LABELS).index(key)}-{key}-s{seed}", config=config, history=history, scores=probs,
+            targets=data.y_test, class_names=tr["class_names"], ids=he["ids"], train_targets=data.y_train,
+            data="MIML heldout (frozen features)",
+        )  # fmt: skip
+        print(f"seed {seed} {key}: {100 * metrics['mAP']:.2f} ({sum(h['time_s'] for h in history):.0f} s)", flush=True)
 
     for seed in a.seeds:
-        timed(
-            "a", seed, lambda s=seed: train_pooled(data, s, e1 + e2, embed=False, supcon_w=None, lr=a.lr), score_pooled
-        )
-        timed(
-            "d2", seed, lambda s=seed: train_pooled(data, s, e1 + e2, embed=True, supcon_w=0.0, lr=a.lr), score_pooled
-        )
-        timed(
-            "d",
-            seed,
-            lambda s=seed: train_pooled(data, s, e1 + e2, embed=True, supcon_w=a.weight, lr=a.lr),
-            score_pooled,
-        )
-        s1 = timed("b", seed, lambda s=seed: train_stage1(data, s, e1, a.lr), score_head)
-        timed("b2", seed, lambda s=seed, h=s1: train_stage2(data, h, s, e2, 0.0), score_head)
-        timed("c", seed, lambda s=seed, h=s1: train_stage2(data, h, s, e2, a.weight), score_head)
-    mean_times = {k: statistics.fmean(v) for k, v in times.items() if v}
-    print_table(
-        f"MIML, frozen tf_efficientnet_lite0 features (frozen-feature protocol, not end-to-end): heldout "
-        f"mAP over seeds {a.seeds}; stage 1 {e1} epochs, stage 2 {e2} epochs",
-        runs,
-        a.seeds,
-        mean_times,
+        for key, embed, w in (("a", False, None), ("d2", True, 0.0), ("d", True, a.weight)):
+            m = train_pooled(data, seed, e1 + e2, embed=embed, supcon_w=w, lr=a.lr)
+            run(key, seed, m, probs_pooled(m[0], data))
+        s1 = train_stage1(data, seed, e1, a.lr)
+        run("b", seed, s1, probs_head(s1[0], data))
+        for key, w in (("b2", 0.0), ("c", a.weight)):
+            h = train_stage2(data, s1[0], seed, e2, w)
+            run(key, seed, h, probs_head(h[0], data))
+    print(
+        f"\n### MIML, frozen tf_efficientnet_lite0 features (frozen-feature protocol, not end-to-end): heldout, "
+        f"seeds {a.seeds}; stage 1 {e1} epochs, stage 2 {e2} epochs"
     )
-    return {
-        "protocol": "frozen-feature: cached tf_efficientnet_lite0 pooled features / 7x7 tokens, K augmented "
-        "views; heads trained on top; not end-to-end",
-        "settings": {
-            "stage1_epochs": e1,
-            "stage2_epochs": e2,
-            "seeds": a.seeds,
-            "views": a.views,
-            "lr": a.lr,
-            "contrastive_weight": a.weight,
-            "n_train": data.n,
-            "n_heldout": int(data.y_test.shape[0]),
-            "limit": a.limit,
-        },
-        "labels": LABELS,
-        "runs": runs,
-        "time_s": mean_times,
-    }
+    pairs = [(f"bench.method={LABELS[k]}", f"bench.method={LABELS[c]}") for k, c in CONTROL.items()]
+    compare(a.out, "bench.method", pairs)
+    return {"settings": {**settings, "seeds": a.seeds}, "labels": LABELS}
 
 
 # ---------------------------------------------------------------------------------------- builtin, e2e
@@ -350,6 +336,17 @@ SMALL_HEAD = [
 ]
 
 
+#: The run names (folder names without the seed) of the builtin methods; ``{w}`` is the contrastive weight.
+BUILTIN_NAMES = {
+    "a": "linear",
+    "b": "mulcon/stage1",
+    "b2": "mulcon_w0",
+    "c": "mulcon",
+    "d2": "imagesupcon_w0",
+    "d": "imagesupcon_w{w}",
+}
+
+
 def _fit(overrides: list[str]) -> float:
     """Train through the library's trainer; returns the wall time in seconds."""
     from mlcl.engine.config import load_config
@@ -357,6 +354,21 @@ def _fit(overrides: list[str]) -> float:
 
     t0 = time.time()
     fit(load_config(None, [*BUILTIN_COMMON, *EXTRA, *overrides]))
+    return time.time() - t0
+
+
+def _fit_stage2(overrides: list[str], stage1_best: Path) -> float:
+    """MulCon's stage 2 alone (the trainer's own stage-2 configuration) from a finished stage 1's ``best.pt``, as
+    a plain run in ``run.out``; returns the wall time in seconds."""
+    from mlcl.engine.build import mulcon_stage_configs
+    from mlcl.engine.config import load_config
+    from mlcl.engine.trainer import fit
+
+    t0 = time.time()
+    cfg = load_config(None, [*BUILTIN_COMMON, *EXTRA, *overrides])
+    _, s2 = mulcon_stage_configs(cfg)
+    s2.run.out, s2.train.init_from = cfg.run.out, str(stage1_best)
+    fit(s2)
     return time.time() - t0
 
 
@@ -381,19 +393,15 @@ def _metrics(path: Path) -> float:
 
 
 def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
-    out = a.run_root
-    runs: dict[str, dict[int, float]] = {k: {} for k in LABELS}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    if not a.controls:
-        del runs["b2"], times["b2"], runs["d2"], times["d2"]
+    out = a.out
+    folders: list[Path] = []
     for seed in a.seeds:
         base = [f"train.seed={seed}"]
         lin = out / f"linear_s{seed}"
         t = _fit([*base, "model.head=linear", f"train.epochs={a.lin_epochs}", f"run.out={_fresh(lin)}"])
-        times["a"].append(t)
-        runs["a"][seed] = _metrics(lin / "metrics.json")
+        folders.append(lin)
         _drop_checkpoints(lin, a.keep_checkpoints)
-        print(f"seed {seed} a: {100 * runs['a'][seed]:.2f} ({t:.0f} s)", flush=True)
+        print(f"seed {seed} a: {100 * _metrics(lin / 'metrics.json'):.2f} ({t:.0f} s)", flush=True)
         if a.time_one:
             break
         mc = out / f"mulcon_s{seed}"
@@ -409,21 +417,16 @@ def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
             f"loss.contrastive_weight={a.weight}",
         ]
         t = _fit([*mulcon, f"run.out={_fresh(mc)}"])
-        s1_time = sum(json.loads(x)["time_s"] for x in (mc / "stage1" / "log.jsonl").read_text().splitlines())
-        times["b"].append(s1_time)
-        times["c"].append(t - s1_time)
-        runs["b"][seed] = _metrics(mc / "stage1" / "metrics.json")
-        runs["c"][seed] = _metrics(mc / "metrics.json")
-        print(f"seed {seed} b: {100 * runs['b'][seed]:.2f}, c: {100 * runs['c'][seed]:.2f} ({t:.0f} s)", flush=True)
-        if a.controls:  # stage 2 with weight 0 from the very same stage-1 weights (fit skips a finished stage 1)
+        folders += [mc / "stage1", mc]
+        b, c = _metrics(mc / "stage1" / "metrics.json"), _metrics(mc / "metrics.json")
+        print(f"seed {seed} b: {100 * b:.2f}, c: {100 * c:.2f} ({t:.0f} s)", flush=True)
+        if a.controls:  # stage 2 with weight 0 from the very same stage-1 weights
             ctl = _fresh(out / f"mulcon_w0_s{seed}")
-            shutil.copytree(mc / "stage1", ctl / "stage1")
             over = [x for x in mulcon if not x.startswith("loss.contrastive_weight")]
-            t = _fit([*over, "loss.contrastive_weight=0", f"run.out={ctl}"])
-            times["b2"].append(t)
-            runs["b2"][seed] = _metrics(ctl / "metrics.json")
+            t = _fit_stage2([*over, "loss.contrastive_weight=0", f"run.out={ctl}"], mc / "stage1" / "best.pt")
+            folders.append(ctl)
             _drop_checkpoints(ctl, a.keep_checkpoints)
-            print(f"seed {seed} b': {100 * runs['b2'][seed]:.2f} ({t:.0f} s)", flush=True)
+            print(f"seed {seed} b': {100 * _metrics(ctl / 'metrics.json'):.2f} ({t:.0f} s)", flush=True)
         _drop_checkpoints(mc, a.keep_checkpoints)
         image = [
             *base,
@@ -439,20 +442,19 @@ def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
         for key, weight in (("d", a.weight), ("d2", 0.0)) if a.controls else (("d", a.weight),):
             img = out / f"imagesupcon_w{weight:g}_s{seed}"
             t = _fit([*image, f"loss.contrastive_weight={weight}", f"run.out={_fresh(img)}"])
-            times[key].append(t)
-            runs[key][seed] = _metrics(img / "metrics.json")
+            folders.append(img)
             _drop_checkpoints(img, a.keep_checkpoints)
-            print(f"seed {seed} {key}: {100 * runs[key][seed]:.2f} ({t:.0f} s)", flush=True)
-    mean_times = {k: statistics.fmean(v) for k, v in times.items() if v}
+            print(f"seed {seed} {key}: {100 * _metrics(img / 'metrics.json'):.2f} ({t:.0f} s)", flush=True)
     if not a.time_one:
-        print_table(
-            f"builtin, end-to-end through `fit` (resnet10t from scratch, 48 px, CPU): test mAP over seeds "
+        print(
+            f"\n### builtin, end-to-end through `fit` (resnet10t from scratch, 48 px, CPU): test mAP, seeds "
             f"{a.seeds}; linear {a.lin_epochs} epochs, image SupCon {a.image_epochs} x 2 views, "
-            f"stage 1 {a.stage1_epochs} + stage 2 {a.stage2_epochs} x 2 views",
-            runs,
-            a.seeds,
-            mean_times,
+            f"stage 1 {a.stage1_epochs} + stage 2 {a.stage2_epochs} x 2 views"
         )
+        # the run folders' names (seed suffix removed) are the methods: see BUILTIN_NAMES
+        names = {k: f"name={v.format(w=f'{a.weight:g}')}" for k, v in BUILTIN_NAMES.items()}
+        control = CONTROL if a.controls else {"b": "a", "c": "b", "d": "a"}
+        compare(out, "name", [(names[k], names[c]) for k, c in control.items()], runs=folders)
     return {
         "protocol": "end-to-end through mlcl.engine.trainer.fit on builtin; best-on-val checkpoint on test",
         "settings": {
@@ -464,11 +466,10 @@ def run_builtin(a: argparse.Namespace) -> dict[str, Any]:
             "contrastive_weight": a.weight,
             "common_overrides": BUILTIN_COMMON,
             "head": SMALL_HEAD,
-            "run_root": str(out),
+            "out": str(out),
         },
         "labels": LABELS,
-        "runs": runs,
-        "time_s": mean_times,
+        "names": BUILTIN_NAMES,
     }
 
 
@@ -491,7 +492,6 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="builtin: train.max_steps_per_epoch (smoke tests)")
     ap.add_argument("--time-one", action="store_true", help="builtin: time one linear run and stop")
     ap.add_argument("--keep-checkpoints", action="store_true", help="builtin: keep the runs' *.pt files")
-    ap.add_argument("--run-root", type=Path, default=ROOT / "results" / "mulcon_builtin_runs")
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--split-dir", type=Path, default=DEFAULT_SPLIT_DIR)
@@ -499,7 +499,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--limit", type=int, default=None, help="miml: first images only (smoke test; nothing cached)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (2 oversubscribes a shared 2-core CPU)")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--out", type=Path, default=None, help="folder of the run folders and the table (default results/mulcon_DATA)"
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.stage1_epochs is None:
@@ -508,14 +510,14 @@ def main() -> None:
         a.stage2_epochs = 8 if a.data == "miml" else 1
     if a.max_steps:
         EXTRA.append(f"train.max_steps_per_epoch={a.max_steps}")
+    a.out = a.out or ROOT / "results" / f"mulcon_{a.data}"
+    a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     result = run_miml(a) if a.data == "miml" else run_builtin(a)
     result["total_s"] = round(time.time() - t0, 1)
     print(f"\ntotal {result['total_s']:.0f} s")
-    out = a.out or ROOT / "results" / f"mulcon_{a.data}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    (a.out / "bench.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,51 @@ def test_eval_writes_json(trained: tuple[Path, Path], tmp_path: Path, capsys: py
     assert m["n_images"] == 40 and 0 <= m["mAP"] <= 1
 
 
+def test_eval_scores_file(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """``mlcl eval --scores``: the documented arrays, equal to a per-image forward pass, readable by ``mlcl report``."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from mlcl.data.csv_format import read_csv_labels
+    from mlcl.inference import Predictor
+
+    csv_path, run = trained
+    # a run folder as an older mlcl left it: no test_scores.npz; `mlcl eval --scores` writes it
+    old = tmp_path / "old_run"
+    old.mkdir()
+    for name in ("metrics.json", "log.jsonl", "config.yaml", "best.pt"):
+        shutil.copy(run / name, old / name)
+    scores_path = old / "test_scores.npz"
+    args = ["eval", str(old / "best.pt"), "--data", str(csv_path), "--out", str(tmp_path / "m.json")]
+    assert main([*args, "--workers", "0", "--device", "cpu", "--batch-size", "7", "--scores", str(scores_path)]) == 0
+    with np.load(scores_path, allow_pickle=False) as z:
+        assert set(z.files) == {"scores", "targets", "ids", "files", "class_names", "device"}
+        arrays = {k: z[k] for k in z.files}
+    data = read_csv_labels(csv_path)
+    assert arrays["scores"].dtype == np.float32 and arrays["targets"].dtype == np.int8
+    assert arrays["scores"].shape == arrays["targets"].shape == (40, len(CLASSES))
+    assert list(arrays["class_names"]) == data.class_names and str(arrays["device"]) == "cpu"
+    assert list(arrays["ids"]) == [str(i) for i in data.ids] and list(arrays["files"]) == [str(p) for p in data.items]
+    assert (arrays["targets"] == data.targets.numpy()).all()
+    # independent forward pass: each image file on its own through the checkpoint's model
+    pred = Predictor.from_checkpoint(old / "best.pt", device="cpu")
+    with torch.no_grad():
+        for i, path in enumerate(arrays["files"]):
+            x = pred.transform(Image.open(str(path)).convert("RGB")).unsqueeze(0)
+            expected = torch.sigmoid(pred.model.eval()(x).logits.double())[0].numpy()
+            assert np.allclose(arrays["scores"][i], expected, atol=1e-5), i
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    from sklearn.metrics import average_precision_score
+
+    ap = [average_precision_score(arrays["targets"][:, j] == 1, arrays["scores"][:, j]) for j in range(len(CLASSES))]
+    assert np.allclose(ap, list(metrics["per_class_AP"].values()), atol=1e-6)
+    # mlcl report reads it (the run's metrics.json was computed on the same data: the shapes CSV)
+    assert main(["report", str(old)]) == 0
+    assert "class-row" in (old / "report.html").read_text()
+
+
 def test_predict_csv_and_top_k(trained: tuple[Path, Path], tmp_path: Path) -> None:
     csv_path, run = trained
     out = tmp_path / "preds.csv"

@@ -18,9 +18,11 @@ from mlcl.report.compare import CompareError, compare_runs, write_compare
 CLASSES = ["cat", "dog", "car", "tree"]
 
 
-def _fake_run(root: Path, loss: str, seed: int, classes: list[str] = CLASSES, lr: float = 1e-3) -> Path:
+def _fake_run(
+    root: Path, loss: str, seed: int, classes: list[str] = CLASSES, lr: float = 1e-3, missing: str = "none"
+) -> Path:
     """A finished run folder: config.yaml, metrics.json (random but seeded numbers), log.jsonl."""
-    rng = np.random.default_rng(zlib.crc32(f"{loss}/{seed}/{lr}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{loss}/{seed}/{lr}{'' if missing == 'none' else missing}".encode()))
     ap = {c: float(rng.uniform(0.4, 0.95)) for c in classes}
     metrics = {"mAP": float(np.mean(list(ap.values()))), "CF1": float(rng.uniform(0.3, 0.8))}
     metrics |= {"OF1": float(rng.uniform(0.3, 0.8)), "per_class_AP": ap, "best_epoch": 3}
@@ -29,11 +31,11 @@ def _fake_run(root: Path, loss: str, seed: int, classes: list[str] = CLASSES, lr
     config = {
         "run": {"out": str(root), "overwrite": False, "progress": False, "tensorboard": False, "threshold": 0.5},
         "train": {"seed": seed, "device": "cpu", "lr": lr, "epochs": 3, "stop_after": None},
-        "data": {"num_workers": seed, "missing_seed": None, "train": "builtin"},
+        "data": {"num_workers": seed, "missing_seed": None, "train": "builtin", "missing": missing},
         "loss": {"name": loss},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    log = [{"epoch": e, "val": {"model": {"mAP": float(rng.uniform(0.3, 0.9))}}} for e in (1, 2, 3)]
+    log = [{"epoch": e, "val": {"model": {"mAP": float(rng.uniform(0.3, 0.9))}}, "time_s": 2.0 * e} for e in (1, 2, 3)]
     (root / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     return root
 
@@ -183,3 +185,92 @@ def test_mulcon_stage2_and_cli_group_by(tmp_path: Path, runs: list[Path], capsys
     assert main(["compare", *map(str, runs), "--group-by", "loss.name", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| loss.name=bce+clml | 3 | 0,1,3 |" in printed and out.is_file()
+
+
+def _paired(x: list[dict], y: list[dict], m: str) -> tuple[float, float, float]:
+    a, b = np.array([r[m] for r in x]), np.array([r[m] for r in y])
+    return float(np.mean(a - b)), float(np.std(a - b, ddof=1)), float(ttest_rel(a, b).pvalue)
+
+
+def test_pairs_with_own_controls_under_every_other_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pair loss.name=A loss.name=B pairs A with B separately under each value of the other grouping key."""
+    dirs = {
+        (miss, loss, s): _fake_run(tmp_path / f"{miss}-{loss}-s{s}", loss, s, missing=miss)
+        for miss in ("single-positive", "drop:0.5")
+        for loss in ("hill", "hill+clml", "splc", "splc+clml")
+        for s in (0, 1, 2)
+    }
+    pairs = [("loss.name=hill+clml", "loss.name=hill"), ("loss.name=splc+clml", "loss.name=splc")]
+    c = compare_runs(list(dirs.values()), group_by="data.missing,loss.name", pairs=pairs)
+    assert c.baseline is None and len(c.groups) == 8
+    for g in c.groups:
+        miss, loss = g.values["data.missing"], g.values["loss.name"]
+        if "+clml" not in loss:
+            assert g.control is None and g.deltas == {}
+            continue
+        base = loss.removesuffix("+clml")
+        assert g.control == f"data.missing={miss},loss.name={base}"
+        x = [_metrics(dirs[(miss, loss, s)]) for s in (0, 1, 2)]
+        y = [_metrics(dirs[(miss, base, s)]) for s in (0, 1, 2)]
+        for m in ("mAP", "CF1", "OF1"):
+            mean, std, p = _paired(x, y, m)
+            d = g.deltas[m]
+            assert d.pairs == 3 and math.isclose(d.mean, mean, abs_tol=1e-12)
+            assert math.isclose(d.std, std, abs_tol=1e-12) and math.isclose(d.p, p, rel_tol=1e-9)
+        assert g.time_s == 12.0  # 2 + 4 + 6 s of log.jsonl's time_s
+    # the CLI: the same pairs, the vs column, the Markdown file
+    md = tmp_path / "t.md"
+    args = [
+        "compare",
+        *map(str, dirs.values()),
+        "--group-by",
+        "data.missing,loss.name",
+        "--out",
+        str(tmp_path / "c.html"),
+    ]
+    assert main([*args, "--markdown", str(md), *(x for p in pairs for x in ("--pair", *p))]) == 0
+    printed = capsys.readouterr().out
+    assert md.read_text() in printed and "| vs |" in md.read_text()
+    row = next(
+        line for line in printed.splitlines() if line.startswith("| data.missing=drop:0.5,loss.name=hill+clml |")
+    )
+    assert "| loss.name=hill | 3 |" in row  # the vs column: the terms where the control differs
+    with pytest.raises(CompareError, match="no group data.missing=single-positive,loss.name=bce to pair"):
+        compare_runs(
+            list(dirs.values()), group_by="data.missing,loss.name", pairs=[("loss.name=hill", "loss.name=bce")]
+        )
+    with pytest.raises(CompareError, match="exclude each other"):
+        compare_runs(list(dirs.values()), baseline="x", pairs=pairs)
+
+
+def test_group_by_run_name(tmp_path: Path) -> None:
+    """``name``: the folder's name without its seed suffix; a MulCon stage folder is ``<run>/stage1``."""
+    dirs = [_fake_run(tmp_path / f"linear-s{s}", "bce", s) for s in (0, 1)]
+    dirs += [_fake_run(tmp_path / f"attn_s{s}" / "stage1", "bce+clml", s) for s in (0, 1)]
+    c = compare_runs(dirs, group_by="name", pairs=[("name=attn/stage1", "name=linear")])
+    assert [g.name for g in c.groups] == ["name=linear", "name=attn/stage1"]
+    assert c.groups[1].control == "name=linear" and c.groups[1].deltas["mAP"].pairs == 2
+
+
+def test_mulcon_run_read_from_stage2_by_compare_and_report(tmp_path: Path) -> None:
+    """A MulCon run as the trainer writes it: root config.yaml and a copy of metrics.json, everything in stage2/.
+
+    Before one rule, compare read the root (no log.jsonl there: no validation curve) and report read stage2.
+    """
+    from mlcl.report import write_run_report
+    from mlcl.report.run_folder import locate_run
+    from tests.test_report import _fake_run as _report_run
+
+    root = tmp_path / "mulcon-s0"
+    stage2 = _report_run(root / "stage2", 5)
+    _report_run(root / "stage1", 5, seed=1)
+    (root / "config.yaml").write_text(yaml.safe_dump({"train": {"seed": 0, "method": "mulcon"}, "loss": {}}))
+    (root / "metrics.json").write_text(json.dumps({**json.loads((stage2 / "metrics.json").read_text()), "stage": 2}))
+    located = locate_run(root)
+    assert located.stage == stage2 and located.config == root / "config.yaml"
+    run = compare_runs([root]).groups[0].runs[0]
+    log = [json.loads(line) for line in (stage2 / "log.jsonl").read_text().splitlines()]
+    assert run.curve == {r["epoch"]: r["val"]["model"]["mAP"] for r in log} and run.seed == 0
+    assert run.time_s == sum(r["time_s"] for r in log)
+    page = write_run_report(root).read_text()
+    assert f"<td>folder</td><td>{stage2}</td>" in page and "method: mulcon" in page

@@ -214,8 +214,24 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument(
         "--baseline", metavar="RUN_OR_GROUP", help="a run folder or a group name (default: the first group)"
     )
-    cp.add_argument("--group-by", metavar="KEY", help="group by one dotted config key (e.g. loss.name)")
+    cp.add_argument(
+        "--group-by",
+        metavar="KEYS",
+        help="group by dotted config keys, comma-separated (e.g. loss.name or data.missing,loss.name), or by "
+        "`name`: the run folder's name without its -s<seed> suffix",
+    )
+    cp.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("GROUP", "CONTROL"),
+        help="instead of one baseline: compare the groups matching GROUP with their CONTROL, paired by seed; "
+        "GROUP and CONTROL are key=value terms over the grouping keys (e.g. --pair loss.name=hill+clml "
+        "loss.name=hill pairs them under every other key's value) or full group names; repeatable",
+    )
     cp.add_argument("--out", default="compare.html", help="HTML file (default compare.html)")
+    cp.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")
 
     pr = sub.add_parser("predict", help="predict labels of images", parents=[verbose])
     pr.add_argument("checkpoint")
@@ -438,7 +454,14 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from mlcl.report.compare import write_compare
 
-    path, table = write_compare(args.run_dirs, args.out, baseline=args.baseline, group_by=args.group_by)
+    path, table = write_compare(
+        args.run_dirs,
+        args.out,
+        baseline=args.baseline,
+        group_by=args.group_by,
+        pairs=[(a, b) for a, b in args.pair],
+        markdown=args.markdown,
+    )
     print(table, end="")
     print(f"comparison written to {path}")
 

@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,19 @@ class RunLog:
         self._desc = ""
         self._plain: dict[str, Any] | None = None  # progress without a terminal: steps, done, next line, start
 
-    def config(self, cfg: Config) -> None:
-        """Record the resolved configuration as ``config.yaml``."""
-        if self.enabled:
+    def config(self, cfg: Config | Mapping[str, Any]) -> None:
+        """Record the resolved configuration as ``config.yaml``.
+
+        A mapping (a run made outside the trainer, such as a benchmark's) is written as the same nested YAML.
+        """
+        if not self.enabled:
+            return
+        if isinstance(cfg, Config):
             dump_config(cfg, self.run_dir / "config.yaml")
+        else:
+            import yaml
+
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
 
     def json(self, name: str, content: dict[str, Any]) -> None:
         """Write ``content`` to ``run_dir/name`` atomically (indented JSON)."""

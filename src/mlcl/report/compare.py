@@ -1,9 +1,16 @@
 """``mlcl compare RUN_DIR...``: finished runs grouped by configuration, seeds averaged, groups against a baseline.
 
-Reads each run's ``config.yaml``, ``metrics.json`` and ``log.jsonl`` (a MulCon run: its ``stage2``); nothing is
-evaluated again. Runs are grouped by their resolved configuration minus the seed and the run-control keys (or by
-one ``--group-by`` key); each group gets the mean and sample standard deviation of mAP, CF1 and OF1 over its
-seeds, and every group but the baseline the paired difference to the baseline over the seeds both hold.
+Reads each run's ``config.yaml``, ``metrics.json`` and ``log.jsonl`` (a MulCon run: its ``stage2``, by
+:func:`mlcl.report.run_folder.locate_run`); nothing is evaluated again. Runs are grouped by their resolved
+configuration minus the seed and the run-control keys, or by the ``--group-by`` keys (dotted configuration keys, or
+``name``: the run folder's name without its ``-s<seed>`` suffix); each group gets the mean and sample standard
+deviation of mAP, CF1 and OF1 over its seeds, and the paired difference (over the seeds both hold) either of every
+group to one baseline, or of each group to its own control (``--pair GROUP CONTROL``).
+
+A pair names groups by ``key=value`` terms over the grouping keys, or by a group's full name; a partial spec
+matches every group with those values, and its control is the group that has the control's values and the same
+values for every other grouping key. With ``--group-by data.missing,loss.name``, ``--pair loss.name=hill+clml
+loss.name=hill`` pairs ``hill+clml`` with ``hill`` under each missing-label protocol.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +31,7 @@ from mlcl.errors import DataError
 from mlcl.report import figures as F
 from mlcl.report._page import escape as _e
 from mlcl.report._page import page
+from mlcl.report.run_folder import locate_run
 
 __all__ = [
     "CompareError",
@@ -34,6 +43,8 @@ __all__ = [
     "write_compare",
 ]
 
+#: The pseudo grouping key of the run folder's name (``linear-s0`` and ``linear-s1`` are both ``linear``).
+NAME_KEY = "name"
 #: The metrics compared (fractions in metrics.json; shown in %).
 METRICS = ("mAP", "CF1", "OF1")
 #: Configuration keys that never make two runs different experiments.
@@ -67,6 +78,8 @@ class Run:
     metrics: dict[str, float]
     ap: np.ndarray
     curve: dict[int, float] = field(default_factory=dict)
+    name: str = ""
+    time_s: float | None = None
 
 
 @dataclass
@@ -81,7 +94,7 @@ class Delta:
 
 @dataclass
 class Group:
-    """Runs of one configuration, and their statistics."""
+    """Runs of one configuration, and their statistics; ``deltas`` and ``ap_delta`` are against ``control``."""
 
     name: str
     runs: list[Run]
@@ -90,14 +103,17 @@ class Group:
     ap_mean: np.ndarray
     deltas: dict[str, Delta] = field(default_factory=dict)
     ap_delta: np.ndarray | None = None
+    values: dict[str, str] = field(default_factory=dict)
+    control: str | None = None
+    time_s: float = math.nan
 
 
 @dataclass
 class Comparison:
-    """The groups (the baseline first among them by index ``baseline``) and the class names."""
+    """The groups, the baseline's index (``None`` when the groups are paired with their own controls), the classes."""
 
     groups: list[Group]
-    baseline: int
+    baseline: int | None
     classes: list[str]
     group_keys: list[str]
 
@@ -124,6 +140,18 @@ def _show(v: Any) -> str:
     return str(v)
 
 
+def run_name(path: Path) -> str:
+    """The run's name: its folder's name without a ``-s<seed>`` / ``_s<seed>`` suffix.
+
+    A MulCon run's stage folder is ``<run name>/stage1``.
+    """
+    p = Path(os.path.abspath(path))
+    name = re.sub(r"[-_]s\d+$", "", p.name)
+    if re.fullmatch(r"stage\d+", p.name):
+        name = re.sub(r"[-_]s\d+$", "", p.parent.name) + "/" + p.name
+    return name
+
+
 def load_run(run_dir: str | os.PathLike[str]) -> Run:
     """Read one finished run (a MulCon run: its ``stage2``).
 
@@ -135,12 +163,11 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     root = Path(run_dir)
     if not root.is_dir():
         raise CompareError(f"{root}: no such run folder")
-    folder = root
-    if not (root / "metrics.json").is_file() and (root / "stage2" / "metrics.json").is_file():
-        folder = root / "stage2"
+    located = locate_run(root)
+    folder = located.stage
     if not (folder / "metrics.json").is_file():
         raise CompareError(f"{root}: no metrics.json: the run did not finish (continue it with `mlcl train --resume`)")
-    config_path = folder / "config.yaml" if (folder / "config.yaml").is_file() else root / "config.yaml"
+    config_path = located.config
     if not config_path.is_file():
         raise CompareError(f"{root}: no config.yaml: its configuration is unknown, so it cannot be grouped")
     try:
@@ -156,6 +183,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     flat = _flatten(config)
     ap = metrics["per_class_AP"]
     curve: dict[int, float] = {}
+    times: list[float] = []
     log_path = folder / "log.jsonl"
     if log_path.is_file():
         try:
@@ -167,6 +195,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                 val = val.get("model", val)
                 if isinstance(val, dict) and isinstance(val.get("mAP"), (int, float)) and "epoch" in r:
                     curve[int(r["epoch"])] = float(val["mAP"])
+                if isinstance(r.get("time_s"), (int, float)):
+                    times.append(float(r["time_s"]))
         except (OSError, ValueError) as e:
             raise CompareError(f"{log_path}: cannot read the per-epoch log ({type(e).__name__})") from None
     return Run(
@@ -177,6 +207,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         metrics={m: float(metrics[m]) for m in METRICS},
         ap=np.array([np.nan if ap[c] is None else float(ap[c]) for c in ap], dtype=np.float64),
         curve=curve,
+        name=run_name(root),
+        time_s=sum(times) if times else None,
     )
 
 
@@ -195,19 +227,41 @@ def _sample_std(x: Sequence[float]) -> float:
     return float(np.std(x, ddof=1)) if len(x) >= 2 else math.nan
 
 
+def _keys(group_by: str | Sequence[str] | None) -> list[str] | None:
+    if group_by is None:
+        return None
+    parts = [group_by] if isinstance(group_by, str) else list(group_by)
+    keys = [k.strip() for part in parts for k in part.split(",") if k.strip()]
+    if not keys:
+        raise CompareError(f"--group-by {group_by!r}: no key")
+    return keys
+
+
 def compare_runs(
     run_dirs: Sequence[str | os.PathLike[str]],
     baseline: str | None = None,
-    group_by: str | None = None,
+    group_by: str | Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> Comparison:
-    """Group the runs and compare every group with the baseline (a group name or a run folder; default the first).
+    """Group the runs; compare every group with the baseline, or each group with its control in ``pairs``.
+
+    Args:
+        run_dirs: Finished run folders.
+        baseline: A group name or a run folder (default: the first group); not with ``pairs``.
+        group_by: Grouping keys (a list, or one string of comma-separated keys): dotted configuration keys or
+            ``name`` (the folder's name without its seed suffix, :func:`run_name`). Default: every configuration
+            key that differs between the runs, the seed and run-control keys left out.
+        pairs: ``(group, control)`` specs (see the module docstring); each group has at most one control.
 
     Raises:
-        CompareError: A run cannot be read, two runs have different classes, a group holds one seed twice, the
-            ``group_by`` key is absent from a run's configuration, or the baseline names no group or run.
+        CompareError: A run cannot be read, two runs have different classes, a group holds one seed twice, a
+            ``group_by`` key is absent from a run's configuration, the baseline names no group or run, or a
+            pair matches no group, has no control group, or gives a group a second control.
     """
     if not run_dirs:
         raise CompareError("no run folder given")
+    if baseline is not None and pairs:
+        raise CompareError("--baseline and --pair exclude each other: with pairs each group has its own control")
     runs = [load_run(d) for d in run_dirs]
     base_run: Path | None = None
     if baseline is not None and Path(baseline).is_dir():
@@ -223,27 +277,34 @@ def compare_runs(
                 f"{first.path} and {r.path}: different class lists ({len(first.classes)} vs {len(r.classes)} "
                 f"classes; {why})"
             )
+    by = _keys(group_by)
     buckets: dict[str, list[Run]] = {}
     experiments: dict[str, dict[str, Any]] = {}
     for r in runs:
-        if group_by is not None:
-            if group_by not in r.config:
-                raise CompareError(f"{r.path}: no configuration key {group_by!r} to group by")
-            exp = {group_by: r.config[group_by]}
+        if by is not None:
+            exp = {}
+            for key in by:
+                if key == NAME_KEY and key not in r.config:
+                    exp[key] = r.name
+                elif key not in r.config:
+                    raise CompareError(f"{r.path}: no configuration key {key!r} to group by")
+                else:
+                    exp[key] = r.config[key]
         else:
             exp = _experiment(r)
         k = _key(exp)
         buckets.setdefault(k, []).append(r)
         experiments.setdefault(k, exp)
-    if group_by is not None:
-        keys = [group_by]
+    if by is not None:
+        keys = by
     else:
         all_keys = sorted({k for e in experiments.values() for k in e})
         keys = [k for k in all_keys if len({_key({k: e.get(k)}) for e in experiments.values()}) > 1]
     groups: list[Group] = []
     for k, members in buckets.items():
         exp = experiments[k]
-        name = ",".join(f"{key}={_show(exp.get(key))}" for key in keys) or "all runs"
+        values = {key: _show(exp.get(key)) for key in keys}
+        name = ",".join(f"{key}={v}" for key, v in values.items()) or "all runs"
         seen: dict[str, Run] = {}
         for r in members:
             s = _key({"seed": r.seed})
@@ -252,6 +313,7 @@ def compare_runs(
                     f"{seen[s].path} and {r.path}: the same configuration and seed ({_show(r.seed)}) twice"
                 )
             seen[s] = r
+        times = [r.time_s for r in members if r.time_s is not None]
         groups.append(
             Group(
                 name=name,
@@ -259,8 +321,14 @@ def compare_runs(
                 mean={m: float(np.mean([r.metrics[m] for r in members])) for m in METRICS},
                 std={m: _sample_std([r.metrics[m] for r in members]) for m in METRICS},
                 ap_mean=np.array([_nanmean_col(col) for col in np.stack([r.ap for r in members]).T]),
+                values=values,
+                time_s=float(np.mean(times)) if times else math.nan,
             )
         )
+    if pairs:
+        for spec, control in pairs:
+            _apply_pair(groups, keys, spec, control)
+        return Comparison(groups=groups, baseline=None, classes=list(first.classes), group_keys=keys)
     b = 0
     if baseline is not None:
         if base_run is not None:
@@ -270,35 +338,74 @@ def compare_runs(
             if baseline not in names:
                 raise CompareError(f"--baseline {baseline}: neither a run folder nor a group ({'; '.join(names)})")
             b = names.index(baseline)
-    _pair(groups, b)
+    for i, g in enumerate(groups):
+        if i != b:
+            _pair(g, groups[b])
     return Comparison(groups=groups, baseline=b, classes=list(first.classes), group_keys=keys)
+
+
+def _parse_spec(spec: str, keys: list[str], groups: list[Group]) -> dict[str, str]:
+    """``key=value[,key=value...]`` over the grouping ``keys`` (values may hold commas), or a group's full name."""
+    for g in groups:
+        if g.name == spec:
+            return dict(g.values)
+    terms: list[list[str]] = []
+    for part in spec.split(","):
+        key = part.split("=", 1)[0]
+        if "=" in part and key in keys:
+            terms.append([key, part.split("=", 1)[1]])
+        elif terms:
+            terms[-1][1] += "," + part
+        else:
+            raise CompareError(
+                f"--pair {spec}: not a group and not key=value over the grouping keys ({', '.join(keys) or 'none'})"
+            )
+    return dict((k, v) for k, v in terms)
+
+
+def _apply_pair(groups: list[Group], keys: list[str], spec: str, control: str) -> None:
+    want, ref = _parse_spec(spec, keys, groups), _parse_spec(control, keys, groups)
+    matched = [g for g in groups if all(g.values.get(k) == v for k, v in want.items())]
+    if not matched:
+        raise CompareError(f"--pair {spec} {control}: no group matches {spec} ({'; '.join(g.name for g in groups)})")
+    for g in matched:
+        target = {**g.values, **ref}
+        found = [c for c in groups if c.values == target]
+        if not found:
+            name = ",".join(f"{k}={v}" for k, v in target.items())
+            raise CompareError(f"--pair {spec} {control}: no group {name} to pair {g.name} with")
+        if found[0] is g:
+            raise CompareError(f"--pair {spec} {control}: {g.name} would be paired with itself")
+        if g.control is not None and g.control != found[0].name:
+            raise CompareError(f"--pair {spec} {control}: {g.name} already has the control {g.control}")
+        _pair(g, found[0])
 
 
 def _nanmean_col(col: np.ndarray) -> float:
     return math.nan if np.isnan(col).all() else float(np.nanmean(col))
 
 
-def _pair(groups: list[Group], b: int) -> None:
+def _pair(g: Group, control: Group) -> None:
+    """Set ``g``'s paired differences to ``control`` over the seeds both hold."""
     from scipy.stats import ttest_rel
 
-    base = {_key({"seed": r.seed}): r for r in groups[b].runs}
-    for i, g in enumerate(groups):
-        if i == b:
-            continue
-        pairs = [(r, base[s]) for r in g.runs if (s := _key({"seed": r.seed})) in base]
-        for m in METRICS:
-            x = np.array([r.metrics[m] for r, _ in pairs])
-            y = np.array([q.metrics[m] for _, q in pairs])
-            d = x - y
-            p = math.nan
-            if len(pairs) >= 2:
-                p = float(ttest_rel(x, y).pvalue)
-            g.deltas[m] = Delta(
-                mean=float(d.mean()) if len(d) else math.nan, std=_sample_std(list(d)), pairs=len(pairs), p=p
-            )
-        if pairs:
-            diffs = np.stack([r.ap - q.ap for r, q in pairs])
-            g.ap_delta = np.array([_nanmean_col(c) for c in diffs.T])
+    base = {_key({"seed": r.seed}): r for r in control.runs}
+    g.control = control.name
+    pairs = [(r, base[s]) for r in g.runs if (s := _key({"seed": r.seed})) in base]
+    for m in METRICS:
+        x = np.array([r.metrics[m] for r, _ in pairs])
+        y = np.array([q.metrics[m] for _, q in pairs])
+        d = x - y
+        p = math.nan
+        if len(pairs) >= 2:
+            p = float(ttest_rel(x, y).pvalue)
+        g.deltas[m] = Delta(
+            mean=float(d.mean()) if len(d) else math.nan, std=_sample_std(list(d)), pairs=len(pairs), p=p
+        )
+    g.ap_delta = None
+    if pairs:
+        diffs = np.stack([r.ap - q.ap for r, q in pairs])
+        g.ap_delta = np.array([_nanmean_col(c) for c in diffs.T])
 
 
 def _pct(mean: float, std: float) -> str:
@@ -318,20 +425,50 @@ def _seeds(g: Group) -> str:
     return ",".join(_show(r.seed) for r in g.runs)
 
 
+def _per_seed(g: Group, metric: str = "mAP") -> str:
+    return ", ".join(f"{100 * r.metrics[metric]:.2f}" for r in g.runs)
+
+
+def _time(g: Group) -> str:
+    return "" if math.isnan(g.time_s) else f"{g.time_s:.0f}"
+
+
+def _vs(c: Comparison, g: Group) -> str:
+    """``g``'s control as the grouping terms where it differs from ``g`` (its full name when none differs)."""
+    if g.control is None:
+        return ""
+    ref = next(x for x in c.groups if x.name == g.control)
+    terms = [f"{k}={v}" for k, v in ref.values.items() if g.values.get(k) != v]
+    return ",".join(terms) or g.control
+
+
+def _is_reference(c: Comparison, i: int) -> bool:
+    return c.baseline == i
+
+
 def to_markdown(c: Comparison) -> str:
-    """The comparison as a Markdown table (metrics in %; differences paired by seed, against the baseline)."""
-    base = c.groups[c.baseline].name
-    head = ["group", "runs", "seeds"] + [f"{m} %" for m in METRICS] + ["pairs"] + [f"Δ{m} vs baseline" for m in METRICS]
+    """The comparison as a Markdown table (metrics in %; differences paired by seed, to the baseline or controls)."""
+    paired = c.baseline is None
+    head = ["group", "runs", "seeds"] + [f"{m} %" for m in METRICS] + ["mAP per seed", "s per run"]
+    head += (["vs"] if paired else []) + ["pairs"] + [f"Δ{m}" + ("" if paired else " vs baseline") for m in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, g in enumerate(c.groups):
-        is_base = i == c.baseline
-        cells = [g.name + (" (baseline)" if is_base else ""), str(len(g.runs)), _seeds(g)]
-        cells += [_pct(g.mean[m], g.std[m]) for m in METRICS]
-        cells.append("" if is_base else str(g.deltas[METRICS[0]].pairs))
-        cells += ["" if is_base else _delta_text(g.deltas.get(m)) for m in METRICS]
+        compared = g.control is not None and not _is_reference(c, i)
+        cells = [g.name + (" (baseline)" if _is_reference(c, i) else ""), str(len(g.runs)), _seeds(g)]
+        cells += [_pct(g.mean[m], g.std[m]) for m in METRICS] + [_per_seed(g), _time(g)]
+        if paired:
+            cells.append(_vs(c, g))
+        cells.append(str(g.deltas[METRICS[0]].pairs) if compared else "")
+        cells += [_delta_text(g.deltas.get(m)) if compared else "" for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    return (
-        "\n".join(lines) + f"\n\nBaseline: {base}. Mean ± sample std over seeds; Δ: paired by seed, p: paired t-test.\n"
+    ref = (
+        "Δ: against the group in the vs column (the grouping terms that differ)"
+        if paired
+        else f"Baseline: {c.groups[c.baseline].name if c.baseline is not None else ''}. Δ: against the baseline"
+    )
+    return "\n".join(lines) + (
+        f"\n\n{ref}, paired by seed (mean ± sample std of the per-seed differences, in percentage points), p: "
+        "paired t-test. Metrics: mean ± sample std over seeds; s per run: training time from log.jsonl.\n"
     )
 
 
@@ -340,12 +477,14 @@ def _num(x: float) -> str:
 
 
 _CSS = """
-tr.baseline{background:#fbf8e8}td{white-space:nowrap}
+tr.baseline{background:#fbf8e8}td{white-space:nowrap}.wide{overflow-x:auto}
+#compare td:first-child{white-space:normal;min-width:12rem}#compare td.control{white-space:normal;min-width:8rem}
 """
 
 
 def _ap_delta_figure(c: Comparison) -> str:
     others = [g for i, g in enumerate(c.groups) if i != c.baseline and g.ap_delta is not None]
+    paired = c.baseline is None
     n = len(c.classes)
     fig, ax = F._figure(8, 1.2 + 0.25 * n * max(1, len(others)) ** 0.5)
     a = ax[0, 0]
@@ -353,16 +492,17 @@ def _ap_delta_figure(c: Comparison) -> str:
     for k, g in enumerate(others):
         assert g.ap_delta is not None
         ys = np.arange(n) + (k - (len(others) - 1) / 2) * width
-        a.barh(ys, np.nan_to_num(100 * g.ap_delta), height=width, label=g.name)
+        a.barh(
+            ys, np.nan_to_num(100 * g.ap_delta), height=width, label=f"{g.name} vs {g.control}" if paired else g.name
+        )
     a.axvline(0, color="black", lw=0.8)
     a.set_yticks(range(n), c.classes, fontsize=8)
     a.invert_yaxis()
-    a.set(xlabel=f"AP difference to {c.groups[c.baseline].name} (percentage points)", ylabel="class")
-    if others:
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.15 - 1.5 / (n + 4)))
-    else:
-        a.text(0.5, 0.5, "no group shares a seed with the baseline", transform=a.transAxes, ha="center")
-    fig.tight_layout()
+    ref = "the control" if c.baseline is None else c.groups[c.baseline].name
+    a.set(xlabel=f"AP difference to {ref} (percentage points)", ylabel="class")
+    if not others:
+        a.text(0.5, 0.5, f"no group shares a seed with {ref}", transform=a.transAxes, ha="center")
+    F.legends_below(fig, [(a, {})])
     return F.to_svg(fig)
 
 
@@ -379,20 +519,19 @@ def _curves_figure(c: Comparison) -> str:
     from matplotlib.ticker import MaxNLocator
 
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if a.get_legend_handles_labels()[0]:
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    else:
+    if not a.get_legend_handles_labels()[0]:
         a.text(0.5, 0.5, "no validation mAP in the logs", transform=a.transAxes, ha="center")
-    fig.tight_layout()
+    F.legends_below(fig, [(a, {})])
     return F.to_svg(fig)
 
 
 def build_compare_page(c: Comparison) -> str:
     """The comparison as one self-contained HTML page (no script, nothing fetched)."""
-    base = c.groups[c.baseline]
+    paired = c.baseline is None
     rows = []
     for i, g in enumerate(c.groups):
-        is_base = i == c.baseline
+        is_base = _is_reference(c, i)
+        compared = g.control is not None and not is_base
         cells = [
             f"<td>{_e(g.name)}{' (baseline)' if is_base else ''}</td><td>{len(g.runs)}</td><td>{_e(_seeds(g))}</td>"
         ]
@@ -401,22 +540,25 @@ def build_compare_page(c: Comparison) -> str:
                 f'<td class="metric" data-group="{_e(g.name)}" data-metric="{m}" data-mean="{_num(g.mean[m])}" '
                 f'data-std="{_num(g.std[m])}">{_e(_pct(g.mean[m], g.std[m]))}</td>'
             )
-        cells.append(f"<td>{'' if is_base else g.deltas[METRICS[0]].pairs}</td>")
+        cells.append(f'<td class="time" data-time="{_num(g.time_s)}">{_time(g)}</td>')
+        if paired:
+            cells.append(f'<td class="control">{_e(_vs(c, g))}</td>')
+        cells.append(f"<td>{g.deltas[METRICS[0]].pairs if compared else ''}</td>")
         for m in METRICS:
             d = g.deltas.get(m)
-            if is_base or d is None:
+            if not compared or d is None:
                 cells.append("<td></td>")
                 continue
             cells.append(
-                f'<td class="delta" data-group="{_e(g.name)}" data-metric="{m}" data-delta="{_num(d.mean)}" '
-                f'data-delta-std="{_num(d.std)}" data-pairs="{d.pairs}" data-p="{_num(d.p)}">'
-                f"{_e(_delta_text(d))}</td>"
+                f'<td class="delta" data-group="{_e(g.name)}" data-control="{_e(g.control)}" data-metric="{m}" '
+                f'data-delta="{_num(d.mean)}" data-delta-std="{_num(d.std)}" data-pairs="{d.pairs}" '
+                f'data-p="{_num(d.p)}">{_e(_delta_text(d))}</td>'
             )
         rows.append(
             f'<tr class="group-row{" baseline" if is_base else ""}" data-group="{_e(g.name)}">{"".join(cells)}</tr>'
         )
-    head = "".join(f"<th>{m} %</th>" for m in METRICS) + "<th>pairs</th>"
-    head += "".join(f"<th>Δ{m} (pp)</th>" for m in METRICS)
+    head = "".join(f"<th>{m} %</th>" for m in METRICS) + "<th>s per run</th>" + ("<th>vs</th>" if paired else "")
+    head += "<th>pairs</th>" + "".join(f"<th>Δ{m} (pp)</th>" for m in METRICS)
     ap_rows = []
     for j, name in enumerate(c.classes):
         class_cells = "".join(
@@ -432,13 +574,17 @@ def build_compare_page(c: Comparison) -> str:
         for g in c.groups
         for r in g.runs
     )
+    ref = "each group's control (the vs column)" if paired else "the baseline"
+    base = "" if c.baseline is None else f"; baseline {_e(c.groups[c.baseline].name)}"
     body = (
         f"<h1>{_e(title)}</h1><p class='note'>Groups by "
-        f"{_e(', '.join(c.group_keys) or 'configuration')}; baseline {_e(base.name)}. Metrics in %: mean ± sample "
-        "standard deviation over seeds. Δ: the mean ± sample std of the per-seed differences to the baseline over "
-        "the seeds both groups hold; p: two-sided paired t-test (two pairs or more).</p>"
-        f"<table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>{''.join(rows)}</table>"
-        "<h2>Per-class AP difference to the baseline</h2><p class='note'>Mean over the common seeds, in percentage "
+        f"{_e(', '.join(c.group_keys) or 'configuration')}{base}. Metrics in %: mean ± sample "
+        f"standard deviation over seeds. Δ: the mean ± sample std of the per-seed differences to {ref} over "
+        "the seeds both groups hold; p: two-sided paired t-test (two pairs or more). s per run: the training time "
+        "of log.jsonl.</p>"
+        f"<div class='wide'><table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>"
+        f"{''.join(rows)}</table></div>"
+        f"<h2>Per-class AP difference to {ref}</h2><p class='note'>Mean over the common seeds, in percentage "
         "points.</p><div class='fig' id='fig-ap-delta'>"
         + F.strip_ids(_ap_delta_figure(c), "apd")
         + "</div><h2>Validation mAP</h2><div class='fig' id='fig-curves'>"
@@ -459,11 +605,19 @@ def write_compare(
     run_dirs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] = "compare.html",
     baseline: str | None = None,
-    group_by: str | None = None,
+    group_by: str | Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
+    markdown: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, str]:
-    """Compare the runs, write the HTML page to ``out`` atomically; returns its path and the Markdown table."""
-    c = compare_runs(run_dirs, baseline=baseline, group_by=group_by)
-    page = build_compare_page(c)
+    """Compare the runs (:func:`compare_runs`) and write the HTML page to ``out`` atomically.
+
+    The Markdown table also goes to ``markdown`` when given. Returns the page's path and the Markdown table.
+    """
+    c = compare_runs(run_dirs, baseline=baseline, group_by=group_by, pairs=pairs)
+    page_text = build_compare_page(c)
     path = Path(out)
-    atomic_write_text(path, page)
-    return path, to_markdown(c)
+    atomic_write_text(path, page_text)
+    table = to_markdown(c)
+    if markdown is not None:
+        atomic_write_text(Path(markdown), table)
+    return path, table

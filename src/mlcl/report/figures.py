@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["f1_vs_threshold", "pr_curve"]
+__all__ = ["f1_vs_threshold", "legends_below", "pr_curve"]
 
 _STYLE = {
     "svg.fonttype": "none",
@@ -51,6 +51,25 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[
     plt = _plt()
     with plt.rc_context(_STYLE):
         return plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+
+
+def legends_below(fig: Any, legends: Sequence[tuple[Any, dict[str, Any]]], pad_pt: float = 3.0) -> None:
+    """Lay the figure out, then put each axes' legend under everything the axes draw below itself.
+
+    ``legends`` holds ``(axes, legend keywords)``. The legend's top is anchored ``pad_pt`` points below the
+    lowest of the axes' tick labels and x label, measured after the layout, so it never overlaps them whatever
+    the figure's size; the saved figure grows to hold it (``to_svg`` saves the tight bounding box). Call it last:
+    a later ``tight_layout`` would move the axes away from the anchors.
+    """
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    for a, kw in legends:
+        if not a.get_legend_handles_labels()[0]:
+            continue
+        bottom = a.get_tightbbox(renderer).y0  # display pixels
+        height = a.get_window_extent(renderer).height
+        y = (bottom - a.get_window_extent(renderer).y0 - pad_pt * fig.dpi / 72) / height
+        a.legend(**{"fontsize": 7, "frameon": False, **kw, "loc": "upper center", "bbox_to_anchor": (0.5, y)})
 
 
 def pr_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +120,10 @@ def learning_curves(log: list[dict[str, Any]], best_epoch: int | None) -> str:
     ax[0, 0].set(title="training loss terms", xlabel="epoch", ylabel="mean per step")
     ax[0, 1].plot(epochs, [r.get("lr", np.nan) for r in log], marker="o", ms=3, color="tab:gray")
     ax[0, 1].set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="learning rate")
-    ax[0, 1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    from matplotlib.ticker import FuncFormatter
+
+    # the values on the ticks (no "1e-3" offset text above the axes, where it meets the title)
+    ax[0, 1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     styles = {"model": "-", "ema": "--"}
     colours = {"mAP": "tab:blue", "CF1": "tab:orange", "OF1": "tab:green"}
     for weights, ls in styles.items():
@@ -114,9 +136,7 @@ def learning_curves(log: list[dict[str, Any]], best_epoch: int | None) -> str:
         if best_epoch is not None:
             a.axvline(best_epoch, color="black", lw=0.8, ls=":", label=f"chosen epoch {best_epoch}")
         a.set_xticks(epochs if len(epochs) <= 12 else epochs[:: max(1, len(epochs) // 10)])
-    for a in (ax[0, 0], ax[0, 2]):
-        a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.4), ncol=2)
-    fig.tight_layout()
+    legends_below(fig, [(ax[0, 0], {"ncol": 2}), (ax[0, 2], {"ncol": 2})])
     return to_svg(fig)
 
 
@@ -178,21 +198,21 @@ def train_counts(names: Sequence[str], observed: np.ndarray, hidden: np.ndarray 
     a.set_yticks(y, list(names), fontsize=8)
     a.set(ylim=(-0.6, c - 0.4), xlabel="training images")
     a.grid(axis="y", visible=False)
-    a.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.8 / (0.8 + 0.22 * c)), ncol=3)
-    fig.tight_layout()
+    legends_below(fig, [(a, {"ncol": 3})])
     return to_svg(fig)
 
 
 def cooccurrence(names: Sequence[str], matrix: np.ndarray) -> str:
     """The training positives' co-occurrence matrix, as P(column | row) in %, the counts in small classes."""
     c = len(names)
-    side = min(max(3.5, 0.16 * c + 1.5), 14.0)
+    side = min(max(3.5, 0.16 * c + 1.5), 11.0)
     fig, ax = _figure(side + 1.0, side)
     a = ax[0, 0]
     diag = np.maximum(np.diag(matrix), 1)
     cond = 100 * matrix / diag[:, None]
     im = a.imshow(cond, cmap="Blues", vmin=0, vmax=100)
-    fs = 8 if c <= 20 else max(3.5, 8 - c / 16)
+    # a tick label at most 70 % of a row's height (a 80-class matrix: about 7 pt), never above 8 pt
+    fs = min(8.0, 0.7 * 72 * side * 0.85 / c)
     a.set_xticks(range(c), list(names), rotation=90, fontsize=fs)
     a.set_yticks(range(c), list(names), fontsize=fs)
     a.set(xlabel="co-occurring class", ylabel="class")

@@ -18,6 +18,7 @@ from mlcl.errors import DataError
 from mlcl.report import figures as F
 from mlcl.report._page import escape as _e
 from mlcl.report._page import page
+from mlcl.report.run_folder import RunFolder, locate_run
 from mlcl.report.scores import SCORES_FILE, TRAIN_LABELS_FILE, Scores, load_scores, load_train_labels
 
 __all__ = ["build_run_report", "write_run_report"]
@@ -45,22 +46,21 @@ def _read_json(path: Path, what: str) -> Any:
         raise DataError(f"{path}: cannot read the {what} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
-def _resolve(run_dir: Path) -> Path:
-    """The folder holding the report's inputs: ``run_dir``, or a MulCon run's ``stage2``."""
+def _resolve(run_dir: Path) -> RunFolder:
+    """The run's files (:func:`mlcl.report.run_folder.locate_run`), checked: the report's inputs exist."""
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder")
-    if not (run_dir / "log.jsonl").is_file() and (run_dir / "stage2" / "log.jsonl").is_file():
-        run_dir = run_dir / "stage2"
     if not any(run_dir.iterdir()):
         raise DataError(f"{run_dir}: the folder is empty (not a run folder: no metrics.json, log.jsonl, config.yaml)")
+    run = locate_run(run_dir)
     for name, why in (
         ("metrics.json", "the run did not finish (continue it with `mlcl train --resume`)"),
         ("log.jsonl", "not a run folder"),
         (SCORES_FILE, "the run was written by an older mlcl; evaluate best.pt with `mlcl eval --scores`"),
     ):
-        if not (run_dir / name).is_file():
-            raise DataError(f"{run_dir}: no {name}: {why}")
-    return run_dir
+        if not (run.stage / name).is_file():
+            raise DataError(f"{run.stage}: no {name}: {why}")
+    return run
 
 
 def _thumbnail(path: str) -> str | None:
@@ -147,7 +147,8 @@ def _versions() -> dict[str, str]:
 
 def build_run_report(run_dir: str | os.PathLike[str]) -> str:
     """The HTML page of the run in ``run_dir`` (see :func:`write_run_report`)."""
-    root = _resolve(Path(run_dir))
+    run = _resolve(Path(run_dir))
+    root = run.stage
     metrics = _read_json(root / "metrics.json", "final metrics")
     try:
         log = [json.loads(line) for line in (root / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
@@ -157,7 +158,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
     names = s.class_names
     if list(metrics.get("per_class_AP", {})) != names:
         raise DataError(f"{root}: the classes of {SCORES_FILE} differ from metrics.json's")
-    config_text = (root / "config.yaml").read_text(encoding="utf-8") if (root / "config.yaml").is_file() else ""
+    config_text = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
     threshold = 0.5
     try:
         import yaml
@@ -178,7 +179,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
     ap = metrics["per_class_AP"]
 
     parts: list[str] = []
-    title = f"mlcl run report: {root.name}"
+    title = f"mlcl run report: {run.root.resolve().name}"
     summary = "".join(
         f'<div>{k}<b id="{k}" data-value="{metrics[k]!r}">{100 * metrics[k]:.2f}</b></div>'
         for k in ("mAP", "CF1", "OF1", "CP", "CR", "OP", "OR")

@@ -1,0 +1,92 @@
+"""Run folders for benchmark runs made outside the trainer, and the comparison of them.
+
+A frozen-feature benchmark run (``bench_missing_miml.py``, ``bench_mulcon.py miml``) trains a small head on cached
+features instead of calling ``mlcl train``; :func:`write_run` gives it the folder ``mlcl train`` would have written
+(``config.yaml``, ``log.jsonl``, ``metrics.json``, ``test_scores.npz``, ``train_labels.npz``), through the same
+library code (:class:`mlcl.engine.run_log.RunLog`, :func:`mlcl.metrics.compute_metrics`,
+:mod:`mlcl.report.scores`), so that ``mlcl compare`` and ``mlcl report`` read it like any run. The tables are then
+``mlcl compare``'s (:func:`compare`): the scripts hold no statistics code of their own.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from mlcl.engine.run_log import RunLog
+from mlcl.metrics import compute_metrics
+from mlcl.report.compare import write_compare
+from mlcl.report.scores import SCORES_FILE, TRAIN_LABELS_FILE, save_scores, save_train_labels
+
+
+def write_run(
+    folder: Path,
+    *,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    scores: Tensor,
+    targets: Tensor,
+    class_names: Sequence[str],
+    ids: Sequence[str],
+    train_targets: Tensor | None = None,
+    data: str = "",
+) -> dict[str, Any]:
+    """Write one finished run into ``folder`` (replaced when it exists); returns its ``metrics.json``.
+
+    Args:
+        folder: The run folder.
+        config: The run's configuration (nested; must hold ``train.seed``).
+        history: One record per epoch (``epoch`` 1-based, ``train`` loss terms, ``lr``, ``time_s``), as the
+            trainer's ``log.jsonl``.
+        scores: ``(N, C)`` probabilities on the evaluated data; ``targets`` ``(N, C)`` its labels.
+        class_names: The ``C`` class names; ``ids`` the ``N`` image ids.
+        train_targets: The training targets the run saw (after the missing-label protocol), for the report.
+        data: What was evaluated (``metrics.json``'s ``data``).
+    """
+    shutil.rmtree(folder, ignore_errors=True)  # RunLog appends to log.jsonl
+    folder.mkdir(parents=True)
+    log = RunLog(folder, enabled=True, tensorboard=False, progress=False)
+    log.config(config)
+    for record in history:
+        log.end_epoch(record)
+    metrics = compute_metrics(scores, targets, list(class_names))
+    metrics |= {"split": "test", "data": data, "weights": "model", "best_epoch": history[-1]["epoch"] if history else 0}
+    log.json("metrics.json", metrics)
+    files = [str(i) for i in ids]
+    save_scores(folder / SCORES_FILE, scores, targets, files, list(class_names), files=files, device="cpu")
+    if train_targets is not None:
+        save_train_labels(folder / TRAIN_LABELS_FILE, train_targets, list(class_names))
+    return metrics
+
+
+def compare(out: Path, group_by: str, pairs: Sequence[tuple[str, str]], runs: Sequence[Path] | None = None) -> str:
+    """``mlcl compare`` on the run folders in ``out`` (sorted by name): writes ``compare.html`` and ``compare.md``
+    into ``out``, prints the table and the equivalent command line; returns the table."""
+    folders = sorted(runs if runs is not None else [p for p in out.iterdir() if (p / "config.yaml").is_file()])
+    _, table = write_compare(folders, out / "compare.html", group_by=group_by, pairs=pairs, markdown=out / "compare.md")
+    where = [f"{out}/*/"] if runs is None else [str(p) for p in folders]  # */: the run folders, not the files
+    cmd = ["mlcl", "compare", *where, "--group-by", group_by]
+    for a, b in pairs:
+        cmd += ["--pair", a, b]
+    cmd += ["--out", str(out / "compare.html")]
+    print("\n" + table)
+    print("same table: " + " ".join(c if c.endswith("/*/") else shlex.quote(c) for c in cmd))
+    return table
+
+
+def epoch_record(epoch: int, steps: int, lr: float, loss_sum: float, started: float) -> dict[str, Any]:
+    """The ``log.jsonl`` record of a finished epoch (0-based ``epoch``, ``steps`` per epoch, ``loss_sum`` over
+    them, ``started`` from :func:`time.perf_counter`)."""
+    return {
+        "epoch": epoch + 1,
+        "step": (epoch + 1) * steps,
+        "lr": lr,
+        "train": {"loss": loss_sum / max(1, steps)},
+        "time_s": round(time.perf_counter() - started, 3),
+    }
