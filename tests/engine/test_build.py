@@ -29,9 +29,9 @@ def _stage1(s: Config) -> tuple:
 @pytest.mark.parametrize(
     ("over", "stage1", "stage2"),
     [
-        # default recipe, pretrained: probe-initialised classifiers, frozen BN statistics, 2e-4 for everything
-        (PRETRAINED, ("probe", True, "adamw", "cosine", 2e-4, 2e-4, 2e-4), ("random", True)),
-        (["train.method=mulcon", "model.pretrained=true"], ("probe", True, "adamw", "cosine", 2e-4, 2e-4, 2e-4),
+        # default recipe, pretrained: probe-initialised classifiers, frozen BN statistics, 2e-4 (attention 2e-5)
+        (PRETRAINED, ("probe", True, "adamw", "cosine", 2e-4, 2e-5, 2e-4), ("random", True)),
+        (["train.method=mulcon", "model.pretrained=true"], ("probe", True, "adamw", "cosine", 2e-4, 2e-5, 2e-4),
          ("random", True)),
         # official: random classifiers, BN statistics updated, 2e-4 head and attention, 2e-5 backbone
         ([*PRETRAINED, "mulcon.recipe=official"], ("random", False, "adamw", "cosine", 2e-4, 2e-4, 2e-5),
@@ -41,8 +41,9 @@ def _stage1(s: Config) -> tuple:
         (["train.method=mulcon", "mulcon.recipe=official"], ("random", False, "adamw", "cosine", 2e-4, 2e-4, 2e-5),
          ("random", False)),
         # explicit values win over the recipe
-        ([*PRETRAINED, "train.head_init=random", "train.freeze_bn=false", "mulcon.stage1_backbone_lr=1e-5"],
-         ("random", False, "adamw", "cosine", 2e-4, 2e-4, 1e-5), ("random", False)),
+        ([*PRETRAINED, "train.head_init=random", "train.freeze_bn=false", "mulcon.stage1_backbone_lr=1e-5",
+          "mulcon.stage1_attention_lr=3e-4"],
+         ("random", False, "adamw", "cosine", 2e-4, 3e-4, 1e-5), ("random", False)),
         ([*PRETRAINED, "mulcon.recipe=official", "train.head_init=probe", "mulcon.stage1_lr=1e-3"],
          ("probe", False, "adamw", "cosine", 1e-3, 1e-3, 1e-4), ("random", False)),
     ],

@@ -173,6 +173,9 @@ def resolve_mulcon(cfg: Config) -> Config:
     * ``stage1_epochs``: ``train.epochs``; ``stage2_epochs``: ``stage1_epochs``.
     * ``stage1_lr``: 2e-4 (``default`` from scratch: 2e-3).
     * ``stage1_backbone_lr``: ``stage1_lr`` (``default``) or ``stage1_lr / 10`` (``official``, 2e-5).
+    * ``stage1_attention_lr``: ``stage1_lr / 10`` (``default`` with a pretrained backbone: the freshly
+      initialised attention block moves slowly, so that the label embeddings the probe was fitted on do not
+      drift away from the classifiers), else ``stage1_lr``.
     * ``stage1_warmup_epochs``: 20 % of ``stage1_epochs`` (the official 5 of 25).
 
     Raises:
@@ -194,6 +197,8 @@ def resolve_mulcon(cfg: Config) -> Config:
         mc.stage1_lr = 2e-3 if default and not is_pretrained(cfg) else 2e-4
     if mc.stage1_backbone_lr is None:
         mc.stage1_backbone_lr = mc.stage1_lr if default else mc.stage1_lr / 10
+    if mc.stage1_attention_lr is None:
+        mc.stage1_attention_lr = mc.stage1_lr / 10 if default and is_pretrained(cfg) else mc.stage1_lr
     if mc.stage1_warmup_epochs is None:
         mc.stage1_warmup_epochs = 0.2 * mc.stage1_epochs
     return cfg
@@ -451,7 +456,7 @@ MULCON_SETS = {
     "optim.schedule": None,
     "optim.lr": "mulcon.stage1_lr / mulcon.stage2_lr",
     "optim.backbone_lr": "mulcon.stage1_backbone_lr / mulcon.stage2_backbone_lr",
-    "optim.attention_lr": "mulcon.stage1_lr / mulcon.stage2_backbone_lr",
+    "optim.attention_lr": "mulcon.stage1_attention_lr / mulcon.stage2_backbone_lr",
     "optim.warmup_epochs": "mulcon.stage1_warmup_epochs",
     "optim.step_size": "mulcon.stage2_step_size",
     "optim.gamma": None,
@@ -512,7 +517,7 @@ def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
     s1.optim.name = "adamw"
     s1.optim.schedule = "cosine"
     s1.optim.lr = mc.stage1_lr
-    s1.optim.attention_lr = mc.stage1_lr
+    s1.optim.attention_lr = mc.stage1_attention_lr
     s1.optim.backbone_lr = mc.stage1_backbone_lr
     s1.optim.warmup_epochs = float(mc.stage1_warmup_epochs or 0.0)
     s1.train.epochs = mc.stage1_epochs

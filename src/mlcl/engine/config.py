@@ -307,8 +307,9 @@ class MulconConfig:
     * ``default`` with a pretrained backbone (``model.weights`` / ``model.pretrained``): the linear head's
       fine-tuning recipe applied to stage 1: the per-label classifiers start from a logistic-regression probe
       on the label-level embeddings of the training images (``train.head_init=probe``), the backbone's
-      BatchNorm statistics stay frozen in both stages (``train.freeze_bn=true``), and one rate of 2e-4 for the
-      backbone, the attention block and the classifiers.
+      BatchNorm statistics stay frozen in both stages (``train.freeze_bn=true``), 2e-4 for the backbone and the
+      classifiers and 2e-5 for the freshly initialised attention block (so that the label embeddings the probe
+      was fitted on drift slowly).
     * ``default`` from scratch: 2e-3 for every parameter, random classifiers, BatchNorm statistics updated (a
       warning says that the label-attention head needs a pretrained backbone).
     * ``official`` (SonDaoDuy/MulCon): random (N(0, 0.02)) classifiers, BatchNorm statistics updated, 2e-4 for
@@ -320,10 +321,11 @@ class MulconConfig:
     Attributes:
         recipe: ``default`` or ``official`` (above).
         stage1_epochs: Epochs of stage 1; ``None``: ``train.epochs``.
-        stage1_lr: Rate of the attention block and the classifiers in stage 1; ``None``: 2e-4 (2e-3 from
-            scratch under ``default``).
+        stage1_lr: Rate of the classifiers in stage 1; ``None``: 2e-4 (2e-3 from scratch under ``default``).
         stage1_backbone_lr: Backbone rate of stage 1; ``None``: ``stage1_lr`` (``default``) or ``stage1_lr / 10``
             (``official``: 2e-5).
+        stage1_attention_lr: Rate of the attention block in stage 1; ``None``: ``stage1_lr / 10`` (``default`` with a
+            pretrained backbone), else ``stage1_lr``.
         stage1_warmup_epochs: Linear warm-up of stage 1; ``None``: 20 % of the stage-1 epochs.
         stage2_epochs: Epochs of stage 2; ``None``: the stage-1 epochs.
         stage2_lr: Learning rate of the projector and classifiers in stage 2 (official 0.01).
@@ -336,6 +338,7 @@ class MulconConfig:
     stage1_epochs: int | None = None
     stage1_lr: float | None = None
     stage1_backbone_lr: float | None = None
+    stage1_attention_lr: float | None = None
     stage1_warmup_epochs: float | None = None
     stage2_epochs: int | None = None
     stage2_lr: float = 0.01
@@ -427,6 +430,7 @@ RANGES: dict[str, _Check] = {
     "mulcon.stage1_epochs": _at_least(1),
     "mulcon.stage1_lr": _at_least(0),
     "mulcon.stage1_backbone_lr": _at_least(0),
+    "mulcon.stage1_attention_lr": _at_least(0),
     "mulcon.stage1_warmup_epochs": _at_least(0),
     "mulcon.stage2_epochs": _at_least(1),
     "mulcon.stage2_lr": _at_least(0),
