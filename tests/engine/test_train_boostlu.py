@@ -3,7 +3,6 @@ model (eval, predict, export), an LL-Cp run resumes exactly, and two gloo proces
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.errors import ConfigError
 from mlcl.inference import Predictor
-from tests.helpers.ddp import run_spawned
+from tests.helpers.ddp import fit_worker, run_spawned
 from tests.helpers.synthetic import make_shapes_csv
 
 FAST = ["train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false"]
@@ -118,27 +117,13 @@ def test_ll_cp_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert resumed.metrics == full.metrics
 
 
-def _worker(rank: int, port: int, overrides: list[str]) -> None:
-    os.environ.update(
-        WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
-    try:
-        fit(load_config(None, overrides))
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 @pytest.mark.ddp
 def test_two_processes_equal_one(tmp_path: Path) -> None:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     # SGD: Adam's normalisation would blow the summation-order differences of near-zero gradients up to lr.
     extra = ["train.epochs=2", "optim.name=sgd", "optim.lr=0.05"]
     single = fit(load_config(None, _overrides(csv, tmp_path / "one", extra)))
-    run_spawned(_worker, _overrides(csv, tmp_path / "two", extra))
+    run_spawned(fit_worker, _overrides(csv, tmp_path / "two", extra))
     a = load_checkpoint(tmp_path / "one" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "last.pt")
     assert a["step"] == b["step"] == 2 * (36 // 8)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
-from tests.helpers.ddp import run_spawned
+from tests.helpers.ddp import fit_worker, run_spawned
 from tests.helpers.synthetic import make_shapes_csv
 
 pytestmark = pytest.mark.ddp
@@ -39,22 +38,6 @@ def _overrides(csv: Path, out: Path, loss: str, missing: str) -> list[str]:
     ]
 
 
-def _worker(rank: int, port: int, overrides: list[str]) -> None:
-    os.environ.update(
-        WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
-    from mlcl.engine.trainer import fit
-
-    try:
-        fit(load_config(None, overrides))
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 # bce+clml: CLML's batch-level nuclear norms; bce with single-positive labels: a mean over observed entries whose
 # count differs between the two halves of a batch (the normaliser must be the global batch's).
 # bce with the linear-probe head initialisation: embeddings gathered from both shards (the sampler pads the 36
@@ -76,7 +59,7 @@ def test_two_processes_equal_one(tmp_path: Path, loss: str, missing: str, extra:
 
     csv = make_shapes_csv(tmp_path / "data", n=40)
     single = fit(load_config(None, [*_overrides(csv, tmp_path / "one", loss, missing), *extra]))
-    run_spawned(_worker, [*_overrides(csv, tmp_path / "two", loss, missing), *extra])
+    run_spawned(fit_worker, [*_overrides(csv, tmp_path / "two", loss, missing), *extra])
     a = load_checkpoint(tmp_path / "one" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "last.pt")
     assert a["step"] == b["step"] == 2 * (36 // 8)

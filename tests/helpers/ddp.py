@@ -36,3 +36,19 @@ def gloo_group(rank: int, port: int, world_size: int = 2) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def fit_worker(rank: int, port: int, overrides: list[str]) -> None:
+    """Worker of the trainer's 2-process tests: ``fit`` with ``overrides`` as one rank of a torchrun-like launch."""
+    os.environ.update(
+        WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from mlcl.engine.config import load_config
+    from mlcl.engine.trainer import fit
+
+    try:
+        fit(load_config(None, overrides))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
