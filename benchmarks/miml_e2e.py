@@ -148,6 +148,18 @@ class Pool:
         with self.lock:
             self.running -= 1
 
+    def replay(self, on_done: Callable[[Job, bool], None]) -> None:
+        """Read back the finished runs of the queue (and of what they queue in turn) without starting any."""
+        seen: set[Path] = set()
+        while True:
+            with self.lock:
+                ready = [j for j in self.queue if j.out not in seen and _finished(j.out)]
+            if not ready:
+                return
+            for job in ready:
+                seen.add(job.out)
+                on_done(job, True)
+
     def run(self, on_done: Callable[[Job, bool], None]) -> None:
         threads: list[threading.Thread] = []
         while True:
@@ -265,7 +277,7 @@ class MulconStudy:
     def start(self) -> None:
         for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
             for seed in seeds:
-                prio = (2 if seed == 0 else 4) + i * 1e-3 if len(seeds) > 1 else 6
+                prio = (2 if seed == 0 else 3.5) + i * 1e-3 if len(seeds) > 1 else 6
                 args = [*self.common, *extra, "--seed", str(seed)]
                 self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
 
@@ -392,6 +404,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
     ap.add_argument("--grid-methods", default="", help="methods whose mean validation mAP picks CLML's weight (all)")
     ap.add_argument("--studies", default="missing,mulcon", help="missing, mulcon or both")
+    ap.add_argument("--tables-only", action="store_true", help="write the tables of the finished runs; start none")
     args = ap.parse_args()
 
     t0 = time.monotonic()
@@ -427,7 +440,16 @@ def main() -> None:
         study.start()
     if "mulcon" in studies:
         mulcon.start()
-    pool.run(lambda job, ok: study.done(job, ok) if job.out.parent.name == "missing" else None)
+
+    def on_done(job: Job, ok: bool) -> None:
+        if job.out.parent.name == "missing":
+            study.done(job, ok)
+
+    if args.tables_only:
+        pool.replay(on_done)
+        pool.skipped = [j.name for j in pool.queue if not _finished(j.out)]
+    else:
+        pool.run(on_done)
     (args.out / "grid.json").write_text(
         json.dumps(
             {
