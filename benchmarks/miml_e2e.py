@@ -61,7 +61,7 @@ MULCON_SPECS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     "mulcon-control": (["--method", "mulcon", "-o", "loss.contrastive_weight=0"], (0, 1, 2)),
     "image-control": (["--views", "2"], (0, 1, 2)),
     "image-supcon": (["--views", "2", "--contrastive", "image"], (0, 1, 2)),
-    "mulcon-official": (["--method", "mulcon", "-o", "mulcon.recipe=official"], (0, 1, 2)),
+    "mulcon-official": (["--method", "mulcon", "-o", "mulcon.recipe=official"], (0,)),
     # Ablations of the default recipe, seed 0, judged on the validation split (stage 1).
     "mulcon-random-head": (
         ["--method", "mulcon", "-o", "train.head_init=random", "-o", "mulcon.stage2_epochs=1"],
@@ -235,6 +235,8 @@ class MissingStudy:
                 self.pool.add(self.job(m, mult, "sp", 0, 1 + i * 1e-3))
             for seed in (1, 2):
                 self.pool.add(self.job(m, None, "sp", seed, 3 + seed * 0.1 + i * 1e-3))
+                if m in self.grid_methods:  # the official-equivalent weight too, on every seed
+                    self.pool.add(self.job(m, 1.0, "sp", seed, 3 + seed * 0.1))
 
     def done(self, job: Job, ok: bool) -> None:
         method, tag, protocol, seed = job.name.rsplit(" ", 3)
@@ -260,7 +262,8 @@ class MissingStudy:
             return
         for i, m in enumerate(self.methods):
             for seed in (0, 1, 2):
-                self.pool.add(self.job(m, best, "sp", seed, 5 + i * 0.01 + seed * 1e-3))
+                prio = 3 + seed * 0.1 if m in self.grid_methods else 5 + i * 0.01 + seed * 1e-3
+                self.pool.add(self.job(m, best, "sp", seed, prio))
                 self.pool.add(self.job(m, None, "drop", seed, 7 + i * 0.01))
                 self.pool.add(self.job(m, best, "drop", seed, 7 + i * 0.01))
 
@@ -277,7 +280,7 @@ class MulconStudy:
     def start(self) -> None:
         for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
             for seed in seeds:
-                prio = (2 if seed == 0 else 3.5) + i * 1e-3 if len(seeds) > 1 else 6
+                prio = (2 if seed == 0 else 3.05 + seed * 0.1) + i * 1e-3 if len(seeds) > 1 else 6
                 args = [*self.common, *extra, "--seed", str(seed)]
                 self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
 
@@ -344,8 +347,9 @@ def tables(root: Path, study: MissingStudy | None) -> str:
             out.append("|---|---|---|---|---|---|---|---|---|")
             an = [study.run_dir("AN", "none", protocol, s) for s in range(3)]
             an = [p for p in an if (p / "metrics.json").is_file()]
-            for m in study.methods:
-                w = study.chosen
+            rows = [(m, study.chosen) for m in study.methods]
+            rows += [(m, 1.0) for m in study.grid_methods if study.chosen != 1.0]  # the official-equivalent weight
+            for m, w in rows:
                 none = [study.run_dir(m, "none", protocol, s) for s in range(3)]
                 none = [p for p in none if (p / "metrics.json").is_file()]
                 if not none:
