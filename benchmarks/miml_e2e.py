@@ -14,7 +14,7 @@ Runs are ordered by priority; with ``--deadline-s`` no run starts after that man
 started finishes), so a fixed budget gives the most important runs first. A run whose folder already holds
 ``metrics.json`` is kept, so an interrupted study resumes. Every run's folder is a normal run folder, and the
 tables are computed by :func:`mlcl.report.compare.compare_runs` (``mlcl compare``): the one place that computes
-paired statistics::
+paired statistics (runs grouped by their folder name without the seed, ``--group-by name``)::
 
     python benchmarks/miml_e2e.py --out runs/e2e --device cuda --jobs 8
     mlcl compare runs/e2e/missing/*-sp-s? --baseline <group>     # any sub-table, by hand
@@ -303,11 +303,11 @@ class MulconStudy:
                 continue
             ctrl = self._runs(*where[control]) if control else []
             if ctrl:
-                c = compare_runs([str(p) for p in ctrl + runs], baseline=str(ctrl[0]))
+                c = compare_runs([str(p) for p in ctrl + runs], baseline=str(ctrl[0]), group_by="name")
                 g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
                 tail = [control or "", _delta(g.deltas["mAP"]), _delta(g.deltas["CF1"])]
             else:
-                g = compare_runs([str(p) for p in runs]).groups[0]
+                g = compare_runs([str(p) for p in runs], group_by="name").groups[0]
                 tail = ["", "", ""]
             out.append(
                 f"| {label} | {_pm(g.mean['mAP'], g.std['mAP'])} | {_pm(g.mean['CF1'], g.std['CF1'])} | "
@@ -355,13 +355,13 @@ def tables(root: Path, study: MissingStudy | None) -> str:
                 if not none:
                     continue
                 row = [m]
-                c = compare_runs([str(p) for p in none])
+                c = compare_runs([str(p) for p in none], group_by="name")
                 g = c.groups[0]
                 row += [_pm(g.mean["mAP"], g.std["mAP"]), _pm(g.mean["CF1"], g.std["CF1"])]
                 clml = [study.run_dir(m, _weight_tag(w), protocol, s) for s in range(3)] if w is not None else []
                 clml = [p for p in clml if (p / "metrics.json").is_file()]
                 if clml:
-                    c = compare_runs([str(p) for p in none + clml], baseline=str(none[0]))
+                    c = compare_runs([str(p) for p in none + clml], baseline=str(none[0]), group_by="name")
                     g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
                     row += [
                         f"{w:g}/(NC) = {w * study.unit:.3g}",
@@ -373,7 +373,7 @@ def tables(root: Path, study: MissingStudy | None) -> str:
                 else:
                     row += ["", "", "", "", ""]
                 if m != "AN" and an:
-                    c = compare_runs([str(p) for p in an + none], baseline=str(an[0]))
+                    c = compare_runs([str(p) for p in an + none], baseline=str(an[0]), group_by="name")
                     g = next(x for i, x in enumerate(c.groups) if i != c.baseline)
                     row.append(_delta(g.deltas["mAP"]))
                 else:
