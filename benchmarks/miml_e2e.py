@@ -201,8 +201,8 @@ class MissingStudy:
     """The missing-label study.
 
     Priorities: every base on seed 0 and the CLML grid on seed 0 (of ``grid_methods``) first, then every base on
-    seeds 1 and 2; once the grid is done, its best weight (the mean validation mAP over ``grid_methods``) with every
-    base on seeds 0, 1, 2, base by base; last, the ``drop:0.5`` pairs.
+    seeds 1 and 2; once the grid is done, CLML at the official-equivalent weight (and at the chosen one, see
+    :meth:`done`) with every base on seeds 0, 1, 2, base by base; last, the ``drop:0.5`` runs, bases alone first.
     """
 
     def __init__(
@@ -260,12 +260,17 @@ class MissingStudy:
             for i, m in enumerate(self.grid_methods):
                 self.pool.add(self.job(m, self.mults[-1], "sp", 0, 1.5 + i * 1e-3))
             return
+        # Every base runs CLML at the official-equivalent weight (1 / (N C)) on every seed and both protocols, and
+        # at the chosen weight too, unless that is the grid's smallest (indistinguishable from none: the grid
+        # methods measured it on every seed, and on the other bases it would repeat the base run).
+        weights = [1.0] + ([best] if best != 1.0 and best != CLML_GRID[0] else [])
         for i, m in enumerate(self.methods):
             for seed in (0, 1, 2):
-                prio = 3 + seed * 0.1 if m in self.grid_methods else 5 + i * 0.01 + seed * 1e-3
-                self.pool.add(self.job(m, best, "sp", seed, prio))
-                self.pool.add(self.job(m, None, "drop", seed, 7 + i * 0.01))
-                self.pool.add(self.job(m, best, "drop", seed, 7 + i * 0.01))
+                for w in weights:
+                    prio = 3 + seed * 0.1 if m in self.grid_methods else 4 + i * 0.01 + seed * 1e-3
+                    self.pool.add(self.job(m, w, "sp", seed, prio))
+                    self.pool.add(self.job(m, w, "drop", seed, 6 + i * 0.01 + seed * 1e-3))
+                self.pool.add(self.job(m, None, "drop", seed, 5 + i * 0.01 + seed * 1e-3))
 
 
 class MulconStudy:
@@ -280,7 +285,7 @@ class MulconStudy:
     def start(self) -> None:
         for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
             for seed in seeds:
-                prio = (2 if seed == 0 else 3.05 + seed * 0.1) + i * 1e-3 if len(seeds) > 1 else 6
+                prio = (2 if seed == 0 else 3.05 + seed * 0.1) + i * 1e-3 if len(seeds) > 1 else 7
                 args = [*self.common, *extra, "--seed", str(seed)]
                 self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
 
@@ -347,8 +352,12 @@ def tables(root: Path, study: MissingStudy | None) -> str:
             out.append("|---|---|---|---|---|---|---|---|---|")
             an = [study.run_dir("AN", "none", protocol, s) for s in range(3)]
             an = [p for p in an if (p / "metrics.json").is_file()]
-            rows = [(m, study.chosen) for m in study.methods]
-            rows += [(m, 1.0) for m in study.grid_methods if study.chosen != 1.0]  # the official-equivalent weight
+            # One row per (base, CLML weight) with runs: the chosen weight and the official-equivalent one (1/(NC)).
+            weights = [w for w in dict.fromkeys([study.chosen, 1.0]) if w is not None]
+            rows: list[tuple[str, float | None]] = []
+            for m in study.methods:
+                have = [w for w in weights if _finished(study.run_dir(m, _weight_tag(w), protocol, 0))]
+                rows += [(m, w) for w in have] or [(m, None)]
             for m, w in rows:
                 none = [study.run_dir(m, "none", protocol, s) for s in range(3)]
                 none = [p for p in none if (p / "metrics.json").is_file()]
