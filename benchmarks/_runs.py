@@ -6,12 +6,18 @@ features instead of calling ``mlcl train``; :func:`write_run` gives it the folde
 library code (:class:`mlcl.engine.run_log.RunLog`, :func:`mlcl.metrics.compute_metrics`,
 :mod:`mlcl.report.scores`), so that ``mlcl compare`` and ``mlcl report`` read it like any run. The tables are then
 ``mlcl compare``'s (:func:`compare`): the scripts hold no statistics code of their own.
+
+The drivers of end-to-end grids (``run_grid.py``, ``miml_e2e.py``) start their ``mlcl train`` runs through
+:func:`run_train`: one rule for a finished run, a resumed one and a fresh one.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +25,7 @@ from typing import Any
 
 from torch import Tensor
 
+import mlcl
 from mlcl.engine.run_log import RunLog
 from mlcl.metrics import compute_metrics
 from mlcl.report.compare import write_compare
@@ -90,3 +97,42 @@ def epoch_record(epoch: int, steps: int, lr: float, loss_sum: float, started: fl
         "train": {"loss": loss_sum / max(1, steps)},
         "time_s": round(time.perf_counter() - started, 3),
     }
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished ``mlcl train`` run (``metrics.json``; a MulCon run's in ``stage2/``)."""
+    return (folder / "metrics.json").is_file() or (folder / "stage2" / "metrics.json").is_file()
+
+
+def train_command(args: Sequence[str], folder: Path, control: Sequence[str] = ()) -> list[str]:
+    """The ``mlcl train`` command of the run in ``folder``.
+
+    A folder with a ``last.pt`` (a MulCon run's in ``stage1/`` or ``stage2/``) is continued with ``--resume`` and
+    only the run-control flags ``control`` (``--device``, ``--workers``, ``--no-progress``: the ones a resumed run
+    accepts); otherwise a fresh run with ``args`` and ``control``, replacing a folder that failed before its first
+    checkpoint (``--overwrite``).
+    """
+    cli = [sys.executable, "-m", "mlcl", "train"]
+    stopped = any((folder / sub / "last.pt").is_file() for sub in ("", "stage1", "stage2"))
+    if stopped:
+        return [*cli, "--resume", str(folder), *control]
+    fresh = ["--overwrite"] if folder.exists() else []
+    return [*cli, *args, "--out", str(folder), *control, *fresh]
+
+
+def run_train(args: Sequence[str], folder: Path, *, control: Sequence[str] = (), threads: int = 1) -> tuple[int, float]:
+    """Run :func:`train_command` with ``threads`` threads, its output appended to ``<folder>.log``.
+
+    The run imports the ``mlcl`` this script imported (its ``src`` first on ``PYTHONPATH``), so a study run from a
+    frozen copy of the code is not changed by edits to another. Returns the exit status and the wall seconds.
+    """
+    cmd = train_command(args, folder, control)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(mlcl.__file__).parents[1]), env.get("PYTHONPATH")) if p)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(folder.parent / f"{folder.name}.log", "a", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    return rc, round(time.perf_counter() - t0, 1)

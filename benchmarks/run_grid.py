@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import mlcl
-from mlcl.report.compare import write_compare
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _runs import finished, run_train  # noqa: E402
+from mlcl.report.compare import write_compare  # noqa: E402
 
 
 def load_grid(path: Path) -> list[tuple[str, list[str]]]:
@@ -57,33 +56,10 @@ def load_grid(path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def train_command(args: list[str], folder: Path, seed: int, device: str) -> list[str]:
-    """The ``mlcl train`` command of one run: a fresh one, or ``--resume`` when the folder holds ``last.pt``."""
-    cli = [sys.executable, "-m", "mlcl.cli", "train"]
-    control = ["--device", device, "--no-progress"]
-    stopped = (folder / "last.pt").is_file() or (folder / "stage1" / "last.pt").is_file()
-    if stopped:
-        return [*cli, "--resume", str(folder), *control]
-    fresh = ["--overwrite"] if folder.exists() else []  # a run that failed before its first checkpoint
-    return [*cli, *args, "--seed", str(seed), "--out", str(folder), *control, *fresh]
-
-
-def finished(folder: Path) -> bool:
-    return (folder / "metrics.json").is_file()
-
-
 def run_one(name: str, args: list[str], seed: int, out: Path, device: str, threads: int) -> dict[str, Any]:
     folder = out / f"{name}-s{seed}"
-    cmd = train_command(args, folder, seed, device)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    # the runs use the mlcl this driver imported
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(mlcl.__file__).parents[1]), env.get("PYTHONPATH")) if p)
-    t0 = time.perf_counter()
-    with open(out / f"{name}-s{seed}.log", "a", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    wall = round(time.perf_counter() - t0, 1)
+    control = ["--device", device, "--no-progress"]
+    rc, wall = run_train([*args, "--seed", str(seed)], folder, control=control, threads=threads)
     status = "done" if rc == 0 and finished(folder) else "failed"
     print(f"{folder.name}: {status} in {wall} s" + ("" if rc == 0 else f" (exit {rc}, see {folder}.log)"), flush=True)
     return {"run": folder.name, "spec": name, "seed": seed, "status": status, "exit": rc, "wall_s": wall}

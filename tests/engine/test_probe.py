@@ -93,49 +93,6 @@ FAST = [
 ]
 
 
-def test_trainer_initialises_the_head_from_the_probe(tmp_path: Path) -> None:
-    csv = make_shapes_csv(tmp_path / "data", n=40)
-    over = [
-        *FAST,
-        f"data.train={csv}",
-        f"run.out={tmp_path / 'run'}",
-        "train.epochs=1",
-        "train.batch_size=8",
-        "train.ema=false",
-        "train.head_init=probe",
-        "train.probe_c=0.1",
-        "optim.lr=0",  # the saved head is then the probe itself
-        "optim.backbone_lr=0",
-    ]
-    fit(load_config(None, over))
-    probe = json.loads((tmp_path / "run" / "probe.json").read_text())
-    assert probe["n_images"] == 36 and probe["c"] == 0.1  # the 90 % training part of 40 images
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
-
-    # Independent recomputation: the same backbone, embeddings of the training part in eval mode, the probe.
-    from mlcl.data.csv_format import read_csv_labels
-    from mlcl.data.split import load_split
-    from mlcl.data.transforms import build_transform
-    from mlcl.models import create_model
-
-    model = create_model("test_convnext", 4)
-    model.load_state_dict(state["model"])
-    model.eval()
-    data = read_csv_labels(csv)
-    train_ids, _ = load_split(tmp_path / "run" / "split.json")
-    keep = [data.ids.index(i) for i in train_ids]
-    tf = build_transform(32, train=False, mean=state["config"]["data"]["mean"], std=state["config"]["data"]["std"])
-    from PIL import Image
-
-    images = torch.stack([tf(Image.open(data.items[i]).convert("RGB")) for i in keep])
-    with torch.no_grad():
-        emb = model(images).embedding.double().numpy()
-    y = data.targets[keep].numpy().astype(float)
-    ref = _reference_logits(emb, y, 0.1)
-    ours = emb @ state["model"]["fc.weight"].double().numpy().T + state["model"]["fc.bias"].double().numpy()
-    np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-3)
-
-
 def _sklearn_label_level_logits(g: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
     """Independent fit: per label k, scikit-learn's LogisticRegression on that label's standardised embeddings
     ``g[:, k]`` over the rows where label k is observed (unknown rows left out); logits of every row."""
@@ -168,29 +125,50 @@ def test_label_level_probe_matches_sklearn_per_label() -> None:
         fit_linear_probe(torch.zeros(4, 2, 3), torch.zeros(4, 3))
 
 
-def test_trainer_initialises_the_label_classifiers_from_the_probe(tmp_path: Path) -> None:
-    """The mulcon head's per-label classifiers are the probe on the label-level embeddings of the training images."""
+@pytest.mark.parametrize(
+    ("head", "cap", "n_probe"),
+    [
+        ("linear", None, 36),  # the 90 % training part of 40 images
+        ("linear", "train.probe_images=10", 10),  # a seeded subset of the training part
+        ("mulcon", None, 36),
+        ("mulcon", 12 * 4 * 16, 12),  # the default bound: PROBE_FLOATS / (C x d) images
+    ],
+)
+def test_trainer_initialises_the_head_from_the_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: str, cap: str | int | None, n_probe: int
+) -> None:
+    """The saved head (trained at lr 0) is an independent fit on the embeddings of the probe's training images:
+
+    the linear head's ``fc`` on the pooled embeddings (SciPy BFGS), the mulcon head's per-label classifiers on
+    the label-level embeddings (scikit-learn per label); a subset is a uniform one seeded by ``train.seed``.
+    """
+    import mlcl.engine.probe as probe_module
+
     csv = make_shapes_csv(tmp_path / "data", n=40)
+    mulcon = ["model.head=mulcon", "model.head_dim=16", "model.head_num_sab=1", "train.max_steps_per_epoch=1"]
     over = [
         *FAST,
         f"data.train={csv}",
         f"run.out={tmp_path / 'run'}",
-        "model.head=mulcon",
-        "model.head_dim=16",
-        "model.head_num_sab=1",
         "train.epochs=1",
-        "train.max_steps_per_epoch=1",
         "train.batch_size=8",
         "train.ema=false",
         "train.head_init=probe",
         "train.probe_c=0.1",
-        "optim.lr=0",  # the saved classifiers are then the probe itself
+        "optim.lr=0",  # the saved head is then the probe itself
         "optim.backbone_lr=0",
+        *(mulcon if head == "mulcon" else []),
     ]
+    if isinstance(cap, str):
+        over.append(cap)
+    elif cap is not None:
+        monkeypatch.setattr(probe_module, "PROBE_FLOATS", cap)
     fit(load_config(None, over))
-    assert json.loads((tmp_path / "run" / "probe.json").read_text())["n_images"] == 36
+    probe = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert probe["n_images"] == n_probe and probe["c"] == 0.1
     state = load_checkpoint(tmp_path / "run" / "last.pt")
 
+    # Independent recomputation: the same weights, the training part's images in eval mode, the rows of the probe.
     from PIL import Image
 
     from mlcl.data.csv_format import read_csv_labels
@@ -198,21 +176,39 @@ def test_trainer_initialises_the_label_classifiers_from_the_probe(tmp_path: Path
     from mlcl.data.transforms import build_transform
     from mlcl.models import create_model
 
-    model = create_model("test_convnext", 4, head="mulcon", head_dim=16, head_num_sab=1)
+    kw = {"head": "mulcon", "head_dim": 16, "head_num_sab": 1} if head == "mulcon" else {}
+    model = create_model("test_convnext", 4, **kw)  # type: ignore[arg-type]
     model.load_state_dict(state["model"])
     model.eval()
     data = read_csv_labels(csv)
     train_ids, _ = load_split(tmp_path / "run" / "split.json")
     keep = [data.ids.index(i) for i in train_ids]
+    if n_probe < len(keep):
+        keep = [keep[i] for i in sorted(np.random.default_rng(0).choice(len(keep), n_probe, replace=False))]
     tf = build_transform(32, train=False, mean=state["config"]["data"]["mean"], std=state["config"]["data"]["std"])
     images = torch.stack([tf(Image.open(data.items[i]).convert("RGB")) for i in keep])
     with torch.no_grad():
-        g = model(images).label_emb.double().numpy()
+        out = model(images)
     y = data.targets[keep].numpy().astype(float)
-    ref = _sklearn_label_level_logits(g, y, 0.1)
-    w = state["model"]["head.classifier_weight"].double().numpy()
-    ours = np.einsum("ncd,cd->nc", g, w) + state["model"]["head.classifier_bias"].double().numpy()
+    if head == "linear":
+        emb = out.embedding.double().numpy()
+        ref = _reference_logits(emb, y, 0.1)
+        ours = emb @ state["model"]["fc.weight"].double().numpy().T + state["model"]["fc.bias"].double().numpy()
+    else:
+        g = out.label_emb.double().numpy()
+        ref = _sklearn_label_level_logits(g, y, 0.1)
+        w = state["model"]["head.classifier_weight"].double().numpy()
+        ours = np.einsum("ncd,cd->nc", g, w) + state["model"]["head.classifier_bias"].double().numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=1e-3)
+
+
+def test_probe_images_is_validated() -> None:
+    from mlcl.engine.config import ConfigError
+    from mlcl.engine.validate import validate_config
+
+    for bad in ("0", "-3", "true", "ten"):
+        with pytest.raises(ConfigError, match="train.probe_images"):
+            validate_config(load_config(None, [*FAST, "train.head_init=probe", f"train.probe_images={bad}"]))
 
 
 @pytest.mark.parametrize(

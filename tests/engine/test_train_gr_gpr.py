@@ -84,3 +84,27 @@ def test_gpr_own_scores_resume_exactly(tmp_path: Path) -> None:
     assert resumed.metrics == full.metrics and np.isfinite(full.metrics["mAP"])
     # The scoring pass ran: the table holds positive pseudo-labels from the model's scores (none before it).
     assert int((table == 1).sum()) > 0
+
+
+def test_no_scoring_pass_after_the_last_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPR with its own scores scores the training images after every epoch but the run's last (none follows).
+
+    A run stopped early on purpose (``train.stop_after``) still scores after its last epoch: it continues.
+    """
+    import mlcl.engine.loop as loop
+
+    calls: list[int] = []
+    real = loop.score_train_images
+
+    def counting(t: object, epoch: int) -> torch.Tensor:
+        calls.append(epoch)
+        return real(t, epoch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "score_train_images", counting)
+    csv = make_shapes_csv(tmp_path / "data", n=24)
+    extra = ["train.epochs=3", "loss.name=gpr", "loss.options={pl_threshold: 0.3}"]
+    _fit(tmp_path / "full", csv, extra)
+    assert calls == [0, 1]
+    calls.clear()
+    _fit(tmp_path / "part", csv, [*extra, "train.stop_after=1"])
+    assert calls == [0]

@@ -230,6 +230,8 @@ def probe_c_from_config(cfg: Config) -> float | None:
         return None
     if not (math.isfinite(t.probe_c) and t.probe_c > 0):
         raise ConfigError(f"`train.probe_c` must be a positive number, got {t.probe_c!r}")
+    if t.probe_images is not None and (isinstance(t.probe_images, bool) or t.probe_images < 1):
+        raise ConfigError(f"`train.probe_images` must be a positive number of images or null, got {t.probe_images!r}")
     return float(t.probe_c)
 
 
@@ -701,9 +703,11 @@ def build_training(
     amp = amp_settings(cfg.train.amp, device)
     probe = None
     if probe_c is not None and fresh:  # LP-FT; a resumed run restores the trained head instead
-        from mlcl.engine.probe import init_head_from_probe
+        from mlcl.engine.probe import init_head_from_probe, probe_subset
 
-        probe_loader = make_loader(ImageDataset(data.train, eval_tf), per_rank, train=False, seed=0, workers=workers)
+        rows = probe_subset(model, len(data.train), cfg.train.probe_images, seed=cfg.train.seed)
+        probe_set = data.train if rows is None else data.train.subset(rows)
+        probe_loader = make_loader(ImageDataset(probe_set, eval_tf), per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
     objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
     train_score_loader = None

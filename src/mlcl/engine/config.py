@@ -262,6 +262,10 @@ class TrainConfig:
             ``optim.lr`` not set) and for stage 1 of ``train.method=mulcon`` under ``mulcon.recipe=default``
             with a pretrained backbone, else ``random``.
         probe_c: Inverse L2 strength of that probe (scikit-learn's ``C``, on standardised embeddings).
+        probe_images: Fit the probe on this many training images (a random subset seeded by ``train.seed``).
+            ``None``: every training image while their embeddings fit in 2**28 floats (1 GiB in float32; the
+            pooled probe of a 2048-d backbone takes 131072 images), else a subset of that size: the mulcon
+            head's probe holds ``C x d`` floats per image (80 x 2048 on COCO, 1638 images).
         checkpoint_every: Also write a resumable ``last.pt`` in the middle of an epoch, every ``N`` optimiser
             steps (``"500"``) or every ``N`` minutes (``"30m"``); ``None``: at the end of each epoch only. It
             bounds what a hard kill (SIGKILL, power loss) loses; SIGTERM and SIGINT always write one.
@@ -286,6 +290,7 @@ class TrainConfig:
     eval_every: int = 1
     head_init: HeadInit | None = None
     probe_c: float = 0.01
+    probe_images: int | None = None
     freeze_bn: bool | None = None
     checkpoint_every: str | None = None
 

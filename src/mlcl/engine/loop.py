@@ -102,8 +102,10 @@ def train_one_epoch(
     # The epoch's end: the scoring pass (when the loss asks for it) and the loss's commit happen before the
     # epoch-boundary checkpoint, and no checkpoint is written between the last step and here (the trainer's
     # ``after_step`` writes none once the epoch's steps are done), so a resumed run neither loses nor repeats them.
-    scores = score_train_images(t, epoch) if t.objective.wants_train_scores() else None
-    t.objective.end_epoch(train_scores=scores)
+    # After the run's last epoch no training follows that could use the scores: no pass there (``final``).
+    final = epoch + 1 >= cfg.train.epochs
+    scores = score_train_images(t, epoch) if t.objective.wants_train_scores(final=final) else None
+    t.objective.end_epoch(train_scores=scores, final=final)
     return True
 
 

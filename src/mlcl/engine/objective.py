@@ -115,20 +115,26 @@ class Objective(nn.Module):
         """Whether the base loss wants the model's scores on every training image after (some) epochs."""
         return isinstance(self.base, PerImageState) and self.base.needs_train_scores
 
-    def wants_train_scores(self) -> bool:
-        """Whether the epoch that is ending needs the scoring pass (:meth:`PerImageState.wants_train_scores`)."""
-        base = self.base
-        return isinstance(base, PerImageState) and base.needs_train_scores and base.wants_train_scores()
+    def wants_train_scores(self, *, final: bool = False) -> bool:
+        """Whether the epoch that is ending needs the scoring pass (:meth:`PerImageState.wants_train_scores`).
 
-    def end_epoch(self, train_scores: Tensor | None = None) -> None:
+        Args:
+            final: The ending epoch is the run's last: no training follows that could use the scores (a resumed
+                run keeps its ``train.epochs``), so no loss gets them.
+        """
+        base = self.base
+        return not final and isinstance(base, PerImageState) and base.needs_train_scores and base.wants_train_scores()
+
+    def end_epoch(self, train_scores: Tensor | None = None, *, final: bool = False) -> None:
         """Tell the stateful base loss that the epoch is over (LL-Cp commits its corrections, EM + APL labels).
 
         Args:
             train_scores: ``(N_train, C)`` probabilities on every training image, row ``i`` = dataset index ``i``;
                 required when :meth:`wants_train_scores` is true (ignored otherwise).
+            final: As in :meth:`wants_train_scores`.
         """
         if isinstance(self.base, PerImageState):
-            if self.wants_train_scores():
+            if self.wants_train_scores(final=final):
                 if train_scores is None:
                     raise ValueError(f"{type(self.base).__name__} needs the scores of the training images")
                 self.base.observe_train_scores(train_scores)
