@@ -265,7 +265,7 @@ class TrainConfig:
         probe_images: Fit the probe on this many training images (a random subset seeded by ``train.seed``).
             ``None``: every training image while their embeddings fit in 2**28 floats (1 GiB in float32; the
             pooled probe of a 2048-d backbone takes 131072 images), else a subset of that size: the mulcon
-            head's probe holds ``C x d`` floats per image (80 x 2048 on COCO, 1638 images).
+            head's probe holds ``C x d`` floats per image (80 x 1024 on COCO: 3276 images).
         checkpoint_every: Also write a resumable ``last.pt`` in the middle of an epoch, every ``N`` optimiser
             steps (``"500"``) or every ``N`` minutes (``"30m"``); ``None``: at the end of each epoch only. It
             bounds what a hard kill (SIGKILL, power loss) loses; SIGTERM and SIGINT always write one.
