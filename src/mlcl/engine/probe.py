@@ -23,9 +23,10 @@ own label-level embedding ``g_ik`` with its own ``(w_k, c_k)``; its probe fits c
 initialisation frozen, and sets ``classifier_weight[k]`` and ``classifier_bias[k]``.
 
 Memory: the probe holds every image's embeddings, ``N x D`` floats for the linear head and ``N x C x d`` for the
-mulcon head (about 27 GB in float32 for COCO's 82783 images, 80 labels and the default d = 1024). :func:`probe_subset` bounds it:
-a seeded random subset of the training images (``train.probe_images``), by default as many images as fit in
-:data:`PROBE_FLOATS` floats. The fit itself works class by class in float64 on one ``N x d`` slice at a time.
+mulcon head (about 27 GB in float32 for COCO's 82783 images, 80 labels and the default d = 1024).
+:func:`probe_subset` bounds it: a seeded random subset of the training images (``train.probe_images``), by
+default as many images as fit in :data:`PROBE_FLOATS` floats. The fit itself works class by class in float64 on
+one ``N x d`` slice at a time.
 """
 
 from __future__ import annotations
