@@ -281,12 +281,14 @@ def test_scoring_pass_gives_the_loss_the_trained_models_scores_on_every_training
 
     monkeypatch.setitem(mlcl.losses.LOSSES, "recorder", Recorder)
     csv = make_shapes_csv(tmp_path / "data", n=40)
-    extra = ["train.epochs=2", "train.batch_size=8", "data.image_size=32", "train.ema=false", "loss.name=recorder"]
-    extra += ["train.freeze_bn=true", "data.augment=default"]
+    extra = ["train.epochs=3", "train.batch_size=8", "data.image_size=32", "train.ema=false", "loss.name=recorder"]
+    # Stopped after epoch 2 of 3 (the run continues with --resume): epochs 1 and 2 are scored, and last.pt holds
+    # the weights of the second pass (the run's last epoch is never scored: nothing trains after it).
+    extra += ["train.freeze_bn=true", "data.augment=default", "train.stop_after=2"]
     result = fit(_cfg(tmp_path / "run", str(csv), extra))
     assert [n for n, _ in seen] == [36, 36] and all(s.shape == (36, 4) for _, s in seen)
     assert not torch.equal(seen[0][1], seen[1][1])  # the model moved between the two passes
-    # Independent: the final weights through the evaluation transform, image by image, in the split's order
+    # Independent: the saved weights through the evaluation transform, image by image, in the split's order
     # (dataset index i = the i-th training id).
     pred = Predictor.from_checkpoint(result.run_dir / "last.pt")
     train_ids = json.loads((result.run_dir / "split.json").read_text())["train"]
