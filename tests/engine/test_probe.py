@@ -17,6 +17,7 @@ from mlcl.engine.config import load_config
 from mlcl.engine.probe import fit_linear_probe
 from mlcl.engine.trainer import fit
 from tests.helpers.paths import REPO
+from tests.helpers.resume import QUIET_CPU
 from tests.helpers.synthetic import make_shapes_csv
 
 
@@ -83,10 +84,7 @@ def test_bad_inputs() -> None:
 
 
 FAST = [
-    "train.device=cpu",
-    "data.num_workers=0",
-    "run.progress=false",
-    "run.tensorboard=false",
+    *QUIET_CPU,
     "model.backbone=test_convnext",  # LayerNorm only: with lr 0 nothing changes the weights
     "data.image_size=32",
     "data.augment=none",

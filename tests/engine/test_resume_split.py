@@ -11,13 +11,11 @@ import pytest
 import mlcl.engine.trainer as trainer
 from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
+from tests.helpers.resume import QUIET_CPU
 from tests.helpers.synthetic import make_shapes_csv
 
 FAST = [
-    "train.device=cpu",
-    "data.num_workers=0",
-    "run.progress=false",
-    "run.tensorboard=false",
+    *QUIET_CPU,
     "model.backbone=resnet10t",
     "data.image_size=32",
     "train.batch_size=8",

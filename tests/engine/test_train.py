@@ -12,15 +12,10 @@ from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.inference import Predictor
+from tests.helpers.resume import QUIET_CPU, assert_equal_states, full_and_resumed
 from tests.helpers.synthetic import make_shapes_csv
 
-FAST = [
-    "train.device=cpu",
-    "data.num_workers=0",
-    "run.progress=false",
-    "run.tensorboard=false",
-    "model.backbone=resnet10t",
-]
+FAST = [*QUIET_CPU, "model.backbone=resnet10t"]
 
 
 def _cfg(out: Path, data: str, extra: list[str]) -> object:
@@ -81,19 +76,11 @@ def test_resume_equals_uninterrupted(tmp_path: Path, recipe: list[str]) -> None:
         "train.seed=3",
         *recipe,
     ]
-    full = fit(_cfg(tmp_path / "full", str(csv), extra))
-    part = fit(_cfg(tmp_path / "part", str(csv), [*extra, "train.stop_after=1"]))
-    assert part.metrics == {}
-    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 1
-    resumed = fit(_cfg(tmp_path / "ignored", str(csv), ["train.epochs=99"]), resume=tmp_path / "part")
-    a = load_checkpoint(tmp_path / "full" / "last.pt")
-    b = load_checkpoint(tmp_path / "part" / "last.pt")
-    assert b["epoch"] == 3 and b["step"] == a["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["ema"]:
-        assert torch.equal(a["ema"][k], b["ema"][k]), k
-    assert resumed.metrics == full.metrics
+    r = full_and_resumed(lambda out, x: _cfg(out, str(csv), x), tmp_path, extra)
+    assert r.cut["epoch"] == 1
+    assert r.b["epoch"] == 3 and r.b["step"] == r.a["step"]
+    assert_equal_states(r.a, r.b, "model", "ema")
+    assert r.resumed.metrics == r.full.metrics
 
 
 def test_predictor_and_holdout_split(tmp_path: Path) -> None:
@@ -311,24 +298,16 @@ def test_em_apl_resumes_exactly_across_epoch_boundaries(tmp_path: Path) -> None:
         "loss.options={warmup_epoch: 1}",
         "train.seed=4",
     ]
-    full = fit(_cfg(tmp_path / "full", str(csv), extra))
-    part = fit(_cfg(tmp_path / "part", str(csv), [*extra, "train.stop_after=1"]))
-    assert part.metrics == {}
-    saved = load_checkpoint(tmp_path / "part" / "last.pt")
+    r = full_and_resumed(lambda out, x: _cfg(out, str(csv), x), tmp_path, extra)
+    saved, a, b = r.cut, r.a, r.b
     # The first round ran after epoch 1 (1-based warmup_epoch = 1) and is in the epoch-boundary checkpoint.
     assert saved["epoch"] == 1 and saved["position"]["epoch_step"] == 0
     assert bool(saved["objective"]["base.pl_mask"].any())
-    resumed = fit(_cfg(tmp_path / "ignored", str(csv), ["train.epochs=99"]), resume=tmp_path / "part")
-    a = load_checkpoint(tmp_path / "full" / "last.pt")
-    b = load_checkpoint(tmp_path / "part" / "last.pt")
     assert b["epoch"] == a["epoch"] == 3 and b["step"] == a["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["objective"]:
-        assert torch.equal(a["objective"][k], b["objective"][k]), k
+    assert_equal_states(a, b, "model", "objective")
     # Two rounds (after epochs 1 and 2; none after the last): int(0.9 U_c / 2) entries per class each.
     mask, targets = a["objective"]["base.pl_mask"], a["objective"]["base.train_targets"]
     unknown = (targets == -1).sum(0)
     assert torch.equal(mask.sum(0), 2 * torch.tensor([int(0.9 * int(u) / 2) for u in unknown]))
     assert not bool((mask & (targets != -1)).any())
-    assert resumed.metrics == full.metrics
+    assert r.resumed.metrics == r.full.metrics

@@ -15,9 +15,10 @@ from mlcl.engine.trainer import fit
 from mlcl.errors import ConfigError
 from mlcl.inference import Predictor
 from tests.helpers.ddp import fit_worker, run_spawned
+from tests.helpers.resume import QUIET_CPU, assert_equal_states, full_and_resumed
 from tests.helpers.synthetic import make_shapes_csv
 
-FAST = ["train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false"]
+FAST = QUIET_CPU
 
 
 def test_builder_gives_the_loss_alpha_to_the_head() -> None:
@@ -102,15 +103,10 @@ def _overrides(csv: Path, out: Path, extra: list[str]) -> list[str]:
 def test_ll_cp_resume_equals_uninterrupted(tmp_path: Path) -> None:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     extra = ["train.epochs=3", "train.seed=3"]
-    full = fit(load_config(None, _overrides(csv, tmp_path / "full", extra)))
-    part = fit(load_config(None, _overrides(csv, tmp_path / "part", [*extra, "train.stop_after=2"])))
-    assert part.metrics == {}
-    resumed = fit(load_config(None, [*FAST, "train.epochs=99"]), resume=tmp_path / "part")
-    a = load_checkpoint(tmp_path / "full" / "last.pt")
-    b = load_checkpoint(tmp_path / "part" / "last.pt")
+    r = full_and_resumed(lambda out, x: load_config(None, _overrides(csv, out, x)), tmp_path, extra, stop_after=2)
+    full, resumed, a, b = r.full, r.resumed, r.a, r.b
     assert b["epoch"] == 3 and b["step"] == a["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_equal_states(a, b, "model")
     table = a["objective"]["base.label_table"]
     assert torch.equal(table, b["objective"]["base.label_table"])
     assert int((table == 1).sum()) > table.shape[0]  # one positive per image, plus LL-Cp's corrections

@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from mlcl.engine.checkpoint import load_checkpoint
-from mlcl.engine.config import load_config
-from mlcl.engine.trainer import fit
+from mlcl.engine.config import Config, load_config
+from mlcl.engine.trainer import FitResult, fit
+from tests.helpers.resume import QUIET_CPU, assert_equal_states, full_and_resumed
 from tests.helpers.synthetic import CLASSES, make_shapes_csv
 
 FAST = [
-    "train.device=cpu",
-    "data.num_workers=0",
-    "run.progress=false",
-    "run.tensorboard=false",
+    *QUIET_CPU,
     "model.backbone=resnet10t",
     "data.image_size=32",
     "train.batch_size=8",
@@ -26,8 +23,12 @@ FAST = [
 ]
 
 
-def _fit(out: Path, data: Path, extra: list[str], **kw: object):  # noqa: ANN202
-    return fit(load_config(None, [*FAST, f"data.train={data}", f"run.out={out}", *extra]), **kw)
+def _cfg(out: Path, data: Path, extra: list[str]) -> Config:
+    return load_config(None, [*FAST, f"data.train={data}", f"run.out={out}", *extra])
+
+
+def _fit(out: Path, data: Path, extra: list[str]) -> FitResult:
+    return fit(_cfg(out, data, extra))
 
 
 def _scores_csv(csv: Path, path: Path) -> np.ndarray:
@@ -48,13 +49,10 @@ def test_training_resumes_exactly(tmp_path: Path, loss: str) -> None:
     if loss == "gpr":
         scores = _scores_csv(csv, tmp_path / "scores.csv")
         extra.append(f"loss.options={{pseudo_labels: {tmp_path / 'scores.csv'}, pl_threshold: 0.7, reg: 0.05}}")
-    full = _fit(tmp_path / "full", csv, extra)
-    _fit(tmp_path / "part", csv, [*extra, "train.stop_after=1"])
-    resumed = fit(load_config(None, ["train.epochs=99"]), resume=tmp_path / "part")
-    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
+    r = full_and_resumed(lambda out, x: _cfg(out, csv, x), tmp_path, extra)
+    full, resumed, a, b = r.full, r.resumed, r.a, r.b
     assert b["epoch"] == 2 and b["step"] == a["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_equal_states(a, b, "model")
     assert resumed.metrics == full.metrics and np.isfinite(full.metrics["mAP"])
     if loss == "gpr":
         table = a["objective"]["base.pseudo_table"]
@@ -72,13 +70,10 @@ def test_gpr_own_scores_resume_exactly(tmp_path: Path) -> None:
     """GPR with the model's own scores: the table comes from the end-of-epoch scoring pass and resumes exactly."""
     csv = make_shapes_csv(tmp_path / "data", n=32)
     extra = ["train.epochs=3", "loss.name=gpr", "loss.options={pl_threshold: 0.3}"]
-    full = _fit(tmp_path / "full", csv, extra)
-    _fit(tmp_path / "part", csv, [*extra, "train.stop_after=1"])
-    resumed = fit(load_config(None, ["train.epochs=99"]), resume=tmp_path / "part")
-    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
+    r = full_and_resumed(lambda out, x: _cfg(out, csv, x), tmp_path, extra)
+    full, resumed, a, b = r.full, r.resumed, r.a, r.b
     assert b["epoch"] == 3 and b["step"] == a["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_equal_states(a, b, "model")
     table = a["objective"]["base.pseudo_table"]
     assert torch.equal(table, b["objective"]["base.pseudo_table"])
     assert resumed.metrics == full.metrics and np.isfinite(full.metrics["mAP"])
