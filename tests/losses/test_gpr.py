@@ -231,16 +231,18 @@ def test_score_file_matches_images_by_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name,cat,dog,sky\nx.jpg,0,0,0\n", r"scores\.csv: line 1: the header must be"),
-        ("filename,cat,cat,sky\nx.jpg,0,0,0\n", r"line 1: class column 'cat' is empty or repeated"),
-        ("filename,cat,dog,sky\nx.jpg,0,0\n", r"line 2: 3 cells, the header has 4"),
+        ("name,cat,dog,sky\nx.jpg,0,0,0\n", r"scores\.csv: line 1: the header must start with 'filename', got 'name'"),
+        ("filename,cat,cat,sky\nx.jpg,0,0,0\n", r"line 1: class name 'cat' appears twice in the header"),
+        ("filename,cat,,sky\nx.jpg,0,0,0\n", r"line 1: column 3 of the header has an empty class name"),
+        ("filename,cat,dog,sky\nx.jpg,0,0\n", r"line 2 has 3 columns, header has 4"),
         (
             "filename,cat,dog,sky\nx.jpg,0,1.5,0\n",
             r"line 2: score of class 'dog' must be a number in \[0, 1\], got '1.5'",
         ),
         ("filename,cat,dog,sky\n\nx.jpg,0,nan,0\n", r"line 3: score of class 'dog' .* got 'nan'"),
         ("filename,cat,dog,sky\nx.jpg,0,high,0\n", r"line 2: .* got 'high'"),
-        ("filename,cat,dog,sky\nx.jpg,0,0,0\nx.jpg,0,0,0\n", r"line 3: image 'x.jpg' already listed on line 2"),
+        ("filename,cat,dog,sky\nx.jpg,0,0,0\nx.jpg,0,0,0\n", r"line 3: file name 'x.jpg' already appears on line 2"),
+        ("filename,cat,dog,sky\n\n", r"no data rows after the header on line 1"),
         ("", r"empty file"),
     ],
 )
@@ -248,6 +250,27 @@ def test_score_file_errors_name_file_line_and_value(tmp_path: Path, text: str, m
     path = _write(tmp_path, text)
     with pytest.raises(DataError, match=message):
         GPRLoss(pseudo_labels=str(path))
+
+
+def test_score_file_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "filename,cat,dog,sky\nx.jpg,0,2,0\ny.jpg,0,0\nz.jpg,-1,0,0\nx.jpg,0,0,0\n")
+    with pytest.raises(DataError) as info:
+        read_pseudo_label_scores(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 4 problems: ")
+    for fragment in ("line 2: score of class 'dog'", "line 3 has 3 columns", "line 4: score of class 'cat'", "line 5"):
+        assert fragment in message
+
+
+def test_score_file_as_spreadsheets_save_it(tmp_path: Path) -> None:
+    """A byte-order mark, ``Filename`` capitalised, blank lines before the header, spaces around cells."""
+    path = tmp_path / "scores.csv"
+    path.write_bytes("\ufeff\nFilename , cat,dog ,sky\r\n x.jpg ,0.25, 1 ,0\r\n".encode())
+    scores = read_pseudo_label_scores(path)
+    assert scores.class_names == CLASSES
+    assert scores.filenames == ["x.jpg"]
+    assert scores.lines == [3]
+    assert scores.scores.tolist() == [[0.25, 1.0, 0.0]]
 
 
 def test_score_file_mismatches_with_the_training_set(tmp_path: Path) -> None:

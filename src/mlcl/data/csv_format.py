@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mlcl._csv_table import MAX_REPORTED_ERRORS, Problems, read_filename_table
 from mlcl._io import atomic_write
 from mlcl.data._reader import image_problems
 from mlcl.data.labelset import MultiLabelSet
@@ -28,9 +29,6 @@ from mlcl.errors import DataError
 from mlcl.targets import NEG, POS, UNK
 
 __all__ = ["MAX_REPORTED_ERRORS", "read_csv_labels", "resolve_image_root", "write_csv_labels"]
-
-#: At most this many problems are listed in one :class:`~mlcl.errors.DataError` message.
-MAX_REPORTED_ERRORS = 10
 
 _VALUES = {"1": POS, "0": NEG, "-1": UNK, "": UNK}
 _BY_NUMBER = {1.0: POS, 0.0: NEG, -1.0: UNK}
@@ -51,27 +49,6 @@ def _parse_value(cell: str) -> int | None:
     return value
 
 
-class _Problems:
-    """Collects the problems of one file and raises them together as one :class:`DataError`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[str] = []
-        self.count = 0
-
-    def add(self, message: str) -> None:
-        self.count += 1
-        if len(self.messages) < MAX_REPORTED_ERRORS:
-            self.messages.append(message)
-
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        more = f"; ... and {self.count - len(self.messages)} more" if self.count > len(self.messages) else ""
-        head = f"{self.path}: " if self.count == 1 else f"{self.path}: {self.count} problems: "
-        raise DataError(head + "; ".join(self.messages) + more)
-
-
 def resolve_image_root(csv_path: str | os.PathLike[str]) -> Path:
     """The folder that relative file names in ``csv_path`` resolve against.
 
@@ -81,33 +58,6 @@ def resolve_image_root(csv_path: str | os.PathLike[str]) -> Path:
     folder = Path(csv_path).resolve().parent
     images = folder / "images"
     return images if images.is_dir() else folder
-
-
-def _read_header(path: Path, row: list[str] | None, line: int) -> list[str]:
-    """Validate the header row (found on ``line``) and return the class names."""
-    if row is None:
-        raise DataError(f"{path}: empty file; expected a header line 'filename,<class 1>,<class 2>,...'")
-    cells = [cell.strip() for cell in row]
-    if not cells or cells[0].lower() != "filename":
-        first = cells[0] if cells else ""
-        raise DataError(
-            f"{path}: line {line}: the header must start with 'filename', got {first!r} "
-            f"(expected 'filename,<class 1>,<class 2>,...')"
-        )
-    class_names = cells[1:]
-    if not class_names:
-        raise DataError(f"{path}: line {line}: the header names no class column after 'filename'")
-    seen: dict[str, int] = {}
-    for column, name in enumerate(class_names, start=2):
-        if not name:
-            raise DataError(f"{path}: line {line}: column {column} of the header has an empty class name")
-        if name in seen:
-            raise DataError(
-                f"{path}: line {line}: class name {name!r} appears twice in the header "
-                f"(columns {seen[name]} and {column})"
-            )
-        seen[name] = column
-    return class_names
 
 
 def read_csv_labels(path: str | os.PathLike[str], *, check_images: bool = True) -> MultiLabelSet:
@@ -136,51 +86,22 @@ def read_csv_labels(path: str | os.PathLike[str], *, check_images: bool = True) 
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     root = resolve_image_root(path)
-    problems = _Problems(path)
+    problems = Problems(path)
+    class_names, table = read_filename_table(path, problems)
     filenames: list[str] = []
     rows: list[list[int]] = []
     lines: list[int] = []
-    first_line: dict[str, int] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            while header is not None and not any(cell.strip() for cell in header):
-                header = next(reader, None)
-            header_line = reader.line_num
-            class_names = _read_header(path, header, header_line)
-            width = len(class_names) + 1
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                if len(row) != width:
-                    problems.add(f"line {line} has {len(row)} columns, header has {width}")
-                    continue
-                filename = row[0].strip()
-                if not filename:
-                    problems.add(f"line {line}: empty file name")
-                    continue
-                if filename in first_line:
-                    problems.add(f"line {line}: file name {filename!r} already appears on line {first_line[filename]}")
-                    continue
-                first_line[filename] = line
-                values: list[int] = []
-                for name, cell in zip(class_names, row[1:], strict=True):
-                    value = _parse_value(cell)
-                    if value is None:
-                        problems.add(f"line {line}: value {cell!r} in column {name!r} is not 1, 0, -1 or empty")
-                        value = UNK
-                    values.append(value)
-                filenames.append(filename)
-                rows.append(values)
-                lines.append(line)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc})") from exc
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
-    if not filenames and not problems.count:
-        raise DataError(f"{path}: no data rows after the header on line {header_line}")
+    for row in table:
+        values: list[int] = []
+        for name, cell in zip(class_names, row.cells, strict=True):
+            value = _parse_value(cell)
+            if value is None:
+                problems.add(f"line {row.line}: value {cell!r} in column {name!r} is not 1, 0, -1 or empty")
+                value = UNK
+            values.append(value)
+        filenames.append(row.filename)
+        rows.append(values)
+        lines.append(row.line)
 
     items: list[str] = []
     for filename in filenames:

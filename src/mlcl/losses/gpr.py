@@ -14,13 +14,14 @@ class (e.g. DAMP's ``sim_final`` from a CLIP model)::
 The class columns must be exactly the training data's classes (any order). A row's file name is matched to a
 training image by its id (the path relative to the dataset root, as recorded in the run's ``split.json``); a
 name without a match is then tried against the ids' base names when those are unique. Every training image needs
-a row; rows of other images (validation, test) are ignored. Blank lines are skipped. Scores become pseudo-labels
+a row; rows of other images (validation, test) are ignored. The file follows the label CSV's rules of
+structure (:mod:`mlcl._csv_table`: UTF-8 with or without a byte-order mark, ``filename`` in any case, blank
+lines skipped, every problem reported with its line). Scores become pseudo-labels
 by :func:`pseudo_labels_from_scores`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mlcl._csv_table import Problems, read_filename_table
 from mlcl.errors import DataError
 from mlcl.losses._common import Reduction, check_nonneg, check_prob, computes_in_float32, masked_reduce, masks
 from mlcl.losses.base import EpochScheduled, MultiLabelLoss, PerImageState
@@ -368,59 +370,31 @@ def read_pseudo_label_scores(path: str | os.PathLike[str]) -> PseudoLabelScores:
     """Read a pseudo-label score file (format in the module docstring).
 
     Raises:
-        DataError: One line naming the file, the line and the value at fault (missing file, no ``filename``
-            column, repeated class or image, wrong number of cells, a value that is not a number in [0, 1]).
+        DataError: One line naming the file, and the line and value of each problem (missing file, the
+            structural rules of :mod:`mlcl._csv_table`, a value that is not a number in [0, 1]).
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: pseudo-label score file not found")
-    names: list[str] = []
-    lines: list[int] = []
+    problems = Problems(p)
+    classes, table = read_filename_table(p, problems)
     rows: list[list[float]] = []
-    try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{p}: empty file (expected a header `filename,<class 1>,...`)")
-            header = [h.strip() for h in header]
-            if not header or header[0] != "filename" or len(header) < 2:
-                raise DataError(f"{p}: line 1: the header must be `filename,<class 1>,...`, got {','.join(header)!r}")
-            classes = header[1:]
-            dup = next((c for i, c in enumerate(classes) if c in classes[:i] or not c), None)
-            if dup is not None:
-                raise DataError(f"{p}: line 1: class column {dup!r} is empty or repeated")
-            seen: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{p}: line {line}: {len(row)} cells, the header has {len(header)}")
-                name = row[0].strip()
-                if not name:
-                    raise DataError(f"{p}: line {line}: empty file name")
-                if name in seen:
-                    raise DataError(f"{p}: line {line}: image {name!r} already listed on line {seen[name]}")
-                seen[name] = line
-                values = []
-                for cls, cell in zip(classes, row[1:], strict=True):
-                    try:
-                        value = float(cell)
-                    except ValueError:
-                        value = math.nan
-                    if not 0.0 <= value <= 1.0:
-                        raise DataError(
-                            f"{p}: line {line}: score of class {cls!r} must be a number in [0, 1], got {cell.strip()!r}"
-                        )
-                    values.append(value)
-                names.append(name)
-                lines.append(line)
-                rows.append(values)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not a UTF-8 text file ({e.reason})") from None
-    except csv.Error as e:
-        raise DataError(f"{p}: not a readable CSV file ({e})") from None
+    for row in table:
+        values = []
+        for cls, cell in zip(classes, row.cells, strict=True):
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            if not 0.0 <= value <= 1.0:
+                problems.add(
+                    f"line {row.line}: score of class {cls!r} must be a number in [0, 1], got {cell.strip()!r}"
+                )
+            values.append(value)
+        rows.append(values)
+    problems.raise_if_any()
+    names = [row.filename for row in table]
+    lines = [row.line for row in table]
     scores = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(classes))
     return PseudoLabelScores(str(p), classes, names, lines, scores)
 
