@@ -311,3 +311,31 @@ def test_em_apl_resumes_exactly_across_epoch_boundaries(tmp_path: Path) -> None:
     assert torch.equal(mask.sum(0), 2 * torch.tensor([int(0.9 * int(u) / 2) for u in unknown]))
     assert not bool((mask & (targets != -1)).any())
     assert r.resumed.metrics == r.full.metrics
+
+
+def test_the_epoch_record_counts_the_wait_for_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow loader (each image takes at least 50 ms, in the main process) shows in log.jsonl and warns."""
+    import logging
+    import time
+
+    from mlcl.data.dataset import ImageDataset
+
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    real = ImageDataset.__getitem__
+
+    def slow(self: ImageDataset, index: int):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)
+        return real(self, index)
+
+    monkeypatch.setattr(ImageDataset, "__getitem__", slow)
+    cfg = _cfg(tmp_path / "run", str(csv), ["train.epochs=1", "train.batch_size=8", "data.image_size=32"])
+    with caplog.at_level(logging.WARNING, logger="mlcl"):
+        result = fit(cfg)
+    (record,) = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    steps = record["step"]
+    assert steps >= 3
+    assert record["data_wait_s"] >= 0.99 * steps * 8 * 0.05, record  # time.sleep waits at least that long
+    assert record["data_wait_share"] >= 0.3, record  # a 32 px resnet10t step on 8 images takes far less
+    assert any("waited for the data loader" in r.getMessage() for r in caplog.records)

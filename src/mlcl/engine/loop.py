@@ -8,6 +8,7 @@ is finite (before anything is updated), then ``scale -> backward -> unscale -> c
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 
@@ -76,9 +77,14 @@ def train_one_epoch(
     if cfg.train.freeze_bn:
         freeze_batchnorm(t.model.backbone)
     run_log.start_epoch(t.steps_per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}", done=pos.epoch_step)
-    for images, targets, index in t.train_loader:
-        if pos.epoch_step >= t.steps_per_epoch:
+    batches = iter(t.train_loader)
+    while True:
+        fetch = time.perf_counter()
+        batch = next(batches, None)  # the wait for the loader's next batch: the epoch log's data_wait_s
+        start = time.perf_counter()
+        if batch is None or pos.epoch_step >= t.steps_per_epoch:
             break
+        images, targets, index = batch
         try:
             values, skipped = train_step(t, images, targets, index)
         except _NonFinite as e:
@@ -96,7 +102,7 @@ def train_one_epoch(
         for k, v in values.items():
             pos.sums[k] = pos.sums.get(k, 0.0) + v
         _warn_on_growth(state, values["loss"])
-        run_log.step(state.step, values)
+        run_log.step(state.step, values, data_wait=start - fetch, compute=time.perf_counter() - start)
         if after_step is not None and after_step():
             return False
     # The epoch's end: the scoring pass (when the loss asks for it) and the loss's commit happen before the

@@ -23,12 +23,15 @@ from typing import Any
 from mlcl._io import atomic_write_text
 from mlcl.engine.config import Config, dump_config
 
-__all__ = ["RunLog"]
+__all__ = ["LOADER_BOUND_SHARE", "RunLog"]
 
 log = logging.getLogger("mlcl")
 
 #: Without a terminal, a progress line is written each time this fraction of the epoch's steps is done.
 PLAIN_PROGRESS_EVERY = 0.25
+#: An epoch whose steps waited for the data loader this share of their time or more is loader-bound: the epoch
+#: line shows the share, and the first such epoch of a run logs a warning.
+LOADER_BOUND_SHARE = 0.3
 
 
 def _is_tty(stream: Any) -> bool:
@@ -58,6 +61,9 @@ class RunLog:
         self._epochs = 0
         self._desc = ""
         self._plain: dict[str, Any] | None = None  # progress without a terminal: steps, done, next line, start
+        self._data_wait = 0.0  # this epoch's seconds waiting for batches, and computing steps
+        self._compute = 0.0
+        self._loader_warned = False
 
     def config(self, cfg: Config | Mapping[str, Any]) -> None:
         """Record the resolved configuration as ``config.yaml``.
@@ -81,6 +87,7 @@ class RunLog:
     def start_epoch(self, steps: int, desc: str, *, done: int = 0) -> None:
         """Open the epoch's progress bar (plain lines when stderr is not a terminal; ``done`` steps already taken)."""
         self._desc = desc
+        self._data_wait = self._compute = 0.0
         if not self.show_progress:
             return
         if _is_tty(sys.stderr):
@@ -97,8 +104,18 @@ class RunLog:
                 "t0": time.perf_counter(),
             }
 
-    def step(self, step: int, values: dict[str, float]) -> None:
-        """Record one optimiser step's loss terms (progress bar and TensorBoard ``train/<term>``)."""
+    def step(self, step: int, values: dict[str, float], *, data_wait: float = 0.0, compute: float = 0.0) -> None:
+        """Record one optimiser step's loss terms (progress bar and TensorBoard ``train/<term>``).
+
+        Args:
+            step: The global step.
+            values: The step's loss terms.
+            data_wait: Seconds the loop waited for this step's batch from the data loader.
+            compute: Seconds the step itself took (forward, loss, backward, update; the loop reads the loss and
+                the gradient norm back, so on a GPU this includes the backward pass, not all of the update).
+        """
+        self._data_wait += data_wait
+        self._compute += compute
         if self._bar is not None:
             self._bar.set_postfix(loss=f"{values['loss']:.4f}")
             self._bar.update(1)
@@ -123,17 +140,44 @@ class RunLog:
             for k, s in scores.items():
                 self._writer.add_scalar(f"val/mAP_{k}", s["mAP"], epoch)
 
+    def epoch_timing(self) -> dict[str, float]:
+        """Where the epoch's steps spent their time, for its record (empty before any step).
+
+        Returns:
+            ``data_wait_s``: the seconds the steps waited for the data loader; ``data_wait_share``: their share
+            of the steps' time (waiting + computing).
+        """
+        busy = self._data_wait + self._compute
+        if busy <= 0:
+            return {}
+        return {"data_wait_s": round(self._data_wait, 2), "data_wait_share": round(self._data_wait / busy, 3)}
+
     def end_epoch(self, record: dict[str, Any]) -> None:
-        """Close the progress bar, append ``record`` to ``log.jsonl`` and log its one-line summary (INFO)."""
+        """Close the progress bar, append ``record`` to ``log.jsonl`` and log its one-line summary (INFO).
+
+        A ``data_wait_share`` (:meth:`epoch_timing`) of :data:`LOADER_BOUND_SHARE` or more shows in the epoch
+        line, and the run's first such epoch logs a warning naming ``data.num_workers``.
+        """
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         self._plain = None
+        if self._writer is not None and "data_wait_share" in record:
+            self._writer.add_scalar("time/data_wait_share", record["data_wait_share"], record["epoch"])
         if self.enabled:
             with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             self._epochs += 1
             log.info("%s", self.epoch_line(record))
+            share = record.get("data_wait_share", 0.0)
+            if share >= LOADER_BOUND_SHARE and not self._loader_warned:
+                self._loader_warned = True
+                log.warning(
+                    "epoch %d waited for the data loader during %.0f%% of its training steps' time (%.1f s): the "
+                    "data pipeline limits this run; more DataLoader workers (-o data.num_workers=N, with free CPU "
+                    "cores), smaller images or a faster disk would speed it up",
+                    record["epoch"], 100 * share, record["data_wait_s"],
+                )  # fmt: skip
 
     def epoch_line(self, record: dict[str, Any]) -> str:
         """``epoch 3/5  loss 0.1234  val mAP 93.1 (ema)  CF1 88.0  OF1 90.2  41.2 s`` (metrics in %)."""
@@ -149,6 +193,8 @@ class RunLog:
             best = val[which]
             parts.append(f"val mAP {100 * best['mAP']:.1f}{tag}")
             parts += [f"{m} {100 * best[m]:.1f}" for m in ("CF1", "OF1") if m in best]
+        if record.get("data_wait_share", 0.0) >= LOADER_BOUND_SHARE:
+            parts.append(f"data wait {100 * record['data_wait_share']:.0f}%")
         if "time_s" in record:
             parts.append(f"{record['time_s']:.1f} s")
         return "  ".join(parts)

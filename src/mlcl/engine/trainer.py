@@ -273,6 +273,7 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
             if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 in (cfg.train.epochs, last_epoch):
                 _validate(t, state, record, run_log, run_dir)
             record["time_s"] = round(time.time() - t0, 2)
+            record.update(run_log.epoch_timing())
             _save_last(state, run_dir)
             run_log.end_epoch(record)
             if stop.poll()[0] and epoch + 1 < last_epoch:
