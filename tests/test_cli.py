@@ -79,6 +79,34 @@ def test_eval_writes_json(trained: tuple[Path, Path], tmp_path: Path, capsys: py
     assert m["n_images"] == 40 and 0 <= m["mAP"] <= 1
 
 
+def _unpredicted(scores_path: Path, threshold: float) -> list[str]:
+    """The classes with an observed positive and no observed score >= threshold, from a saved scores file."""
+    import numpy as np
+
+    with np.load(scores_path, allow_pickle=False) as z:
+        s, t, names = z["scores"], z["targets"], [str(n) for n in z["class_names"]]
+    return [
+        n for c, n in enumerate(names) if (t[:, c] == 1).any() and not ((t[:, c] != -1) & (s[:, c] >= threshold)).any()
+    ]
+
+
+def test_train_and_eval_name_the_classes_never_predicted(
+    trained: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv_path, run = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["unpredicted_classes"] == _unpredicted(run / "test_scores.npz", 0.5)
+    out, scores = tmp_path / "m.json", tmp_path / "s.npz"
+    args = ["eval", str(run / "best.pt"), "--data", str(csv_path), "--out", str(out), "--scores", str(scores)]
+    assert main([*args, "--threshold", "0.999", "--workers", "0", "--device", "cpu"]) == 0
+    expected = _unpredicted(scores, 0.999)
+    assert expected  # a one-epoch model gives no probability of 0.999
+    assert json.loads(out.read_text())["unpredicted_classes"] == expected
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    line = f"{len(expected)} of {len(CLASSES)} classes get no positive prediction at threshold 0.999 on {csv_path}"
+    assert any(w.startswith(line) for w in warned), warned
+
+
 def test_eval_scores_file(trained: tuple[Path, Path], tmp_path: Path) -> None:
     """``mlcl eval --scores``: the documented arrays, equal to a per-image forward pass, readable by ``mlcl report``."""
     import shutil

@@ -61,6 +61,19 @@ def test_page_numbers_equal_metrics_json(tmp_path: Path, c: int) -> None:
     assert not re.search(r'(src|href)="(https?:)?//', page)
 
 
+def test_page_names_the_classes_never_predicted(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run", 5)
+    assert "id='unpredicted'" not in write_run_report(run).read_text()  # every class has scores above 0.5
+    s = load_scores(run / "test_scores.npz")
+    scores = s.scores.copy()
+    scores[:, [1, 3]] *= 0.49  # classes 1 and 3: every score below the threshold, their ranking (AP) unchanged
+    save_scores(run / "test_scores.npz", scores, s.targets, s.ids, s.class_names)
+    page = write_run_report(run).read_text()
+    listed = re.search(r"id='unpredicted' data-classes='([^']*)'", page).group(1)
+    assert json.loads(listed.replace("&quot;", '"')) == ["class_01", "class_03"]
+    assert "2 of 5 classes get no positive prediction at the threshold 0.5" in page
+
+
 def test_bar_chart_grows_with_the_classes(tmp_path: Path) -> None:
     small = write_run_report(_fake_run(tmp_path / "a", 5)).read_text()
     large = write_run_report(_fake_run(tmp_path / "b", 80)).read_text()

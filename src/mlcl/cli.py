@@ -403,7 +403,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from mlcl.data.dataset import ImageDataset
     from mlcl.data.sources import load_dataset, split_for
     from mlcl.distributed import resolve_device
-    from mlcl.engine.evaluate import evaluate_model
+    from mlcl.engine.evaluate import evaluate_model, flag_unpredicted
     from mlcl.inference import Predictor
 
     device = resolve_device(args.device)
@@ -431,6 +431,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         files = [str(data.items[i]) for i in rows] if isinstance(data.items, list) else None
         ids = [data.ids[i] for i in rows]
         save_scores(args.scores, scores, targets, ids, pred.class_names, files=files, device=str(device))
+    metrics = flag_unpredicted(
+        metrics, (scores, targets, index), pred.class_names, threshold=run.threshold, where=data.source or args.data
+    )
     metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
     out = Path(args.out) if args.out else _default_eval_out(Path(args.checkpoint), args.data, metrics["data"])
     from mlcl._io import atomic_write_text

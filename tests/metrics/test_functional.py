@@ -31,6 +31,7 @@ from mlcl.metrics import (
     compute_metrics,
     mean_average_precision,
     threshold_metrics,
+    unpredicted_classes,
 )
 from mlcl.metrics import functional as F
 
@@ -350,6 +351,31 @@ def test_threshold_metrics_match_sklearn(case: str, threshold: float, top_k: int
     for key, value in ref.items():
         assert ours[key].item() == pytest.approx(value, abs=1e-6), key
         assert 0.0 <= ours[key].item() <= 1.0
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95])
+@pytest.mark.parametrize("case", ["random_f32", "random_f64", "ties_f32", "no_positive_class", "single_sample"])
+def test_unpredicted_classes_match_a_loop(case: str, threshold: float) -> None:
+    probs, targets = make_case(case)
+    p, t = probs.double().numpy(), targets.numpy()
+    names = [f"class {c}" for c in range(t.shape[1])]
+    expected = [
+        names[c]
+        for c in range(t.shape[1])
+        if any(t[n, c] == 1 for n in range(t.shape[0]))
+        and not any(t[n, c] != -1 and p[n, c] >= threshold for n in range(t.shape[0]))
+    ]
+    assert unpredicted_classes(probs, targets, names, threshold=threshold) == expected
+    tp = threshold_metrics(probs, targets, threshold=threshold)  # each such class has F1 = 0: CF1_mean shows it
+    assert tp["CF1_mean"].item() <= 1.0 - len(expected) / max(1, int((targets == 1).any(0).sum())) + 1e-6
+
+
+def test_unpredicted_classes_ignore_unknown_entries_and_check_names() -> None:
+    probs = torch.tensor([[0.9, 0.9], [0.2, 0.1]])
+    targets = torch.tensor([[-1, 1], [1, 0]])  # class 0's only high score is at an unknown entry
+    assert unpredicted_classes(probs, targets, None) == ["0"]
+    with pytest.raises(ValueError, match="2 columns"):
+        unpredicted_classes(probs, targets, ["a"])
 
 
 def test_top_k_ties_go_to_lower_class_index_and_still_need_threshold() -> None:

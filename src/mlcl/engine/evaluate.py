@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal, overload
 
 import torch
@@ -11,9 +12,11 @@ from torch.utils.data import DataLoader
 from mlcl.engine.amp import AmpSettings
 from mlcl.errors import DivergenceError
 from mlcl.metrics import APVariant, MetricAccumulator
-from mlcl.metrics.functional import compute_metrics
+from mlcl.metrics.functional import compute_metrics, unpredicted_classes
 
-__all__ = ["evaluate_model", "score_rows"]
+__all__ = ["evaluate_model", "flag_unpredicted", "score_rows"]
+
+log = logging.getLogger("mlcl")
 
 #: ``(scores (N, C) float32, targets (N, C) int8, dataset indices (N,) int64)``, gathered and sorted by index.
 ScoreRows = tuple[Tensor, Tensor, Tensor]
@@ -135,3 +138,29 @@ def score_rows(
         for m, mode in modes:
             m.training = mode
     return acc.gathered()
+
+
+def flag_unpredicted(
+    report: dict[str, Any], rows: ScoreRows, class_names: list[str], *, threshold: float, where: str
+) -> dict[str, Any]:
+    """``report`` with ``unpredicted_classes`` (:func:`mlcl.metrics.unpredicted_classes`), warned about when any.
+
+    The final report of ``mlcl train`` and ``mlcl eval`` name the classes that no image is predicted positive for,
+    since CP, CR and CF1 count each of them as 0 while their AP can be high.
+
+    Args:
+        report: An evaluation report (:func:`evaluate_model`).
+        rows: The evaluated ``(scores, targets, indices)``.
+        class_names: The ``C`` class names.
+        threshold: The report's decision threshold.
+        where: The evaluated data, for the warning (``"the test split"``, a file).
+    """
+    names = unpredicted_classes(rows[0], rows[1], class_names, threshold=threshold)
+    if names:
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        log.warning(
+            "%d of %d classes get no positive prediction at threshold %g on %s (%s): CP, CR and CF1 count each as 0; "
+            "per-class thresholds (-o run.calibrate=f1, or `mlcl calibrate`) choose one per class",
+            len(names), len(class_names), threshold, where, shown,
+        )  # fmt: skip
+    return {**report, "unpredicted_classes": names}

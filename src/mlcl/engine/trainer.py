@@ -30,7 +30,7 @@ from mlcl.distributed import get_rank, get_world_size, init_from_torchrun, is_ma
 from mlcl.engine.build import Training, build_training, mulcon_stage_configs, mulcon_warning, resolve_recipe
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_checkpoint
 from mlcl.engine.config import Config, config_from_dict, dump_config, load_config
-from mlcl.engine.evaluate import ScoreRows, evaluate_model
+from mlcl.engine.evaluate import ScoreRows, evaluate_model, flag_unpredicted
 from mlcl.engine.loop import train_one_epoch
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.signals import EXIT_STATUS, StopSignals
@@ -411,6 +411,9 @@ def _final_report(t: Training, run_dir: Path, best: float) -> tuple[dict[str, An
             files=files, device=str(t.device),
         )  # fmt: skip
         save_train_labels(run_dir / "train_labels.npz", t.data.train.targets, t.class_names)
+    metrics = flag_unpredicted(
+        metrics, (scores, targets, index), t.class_names, threshold=cfg.run.threshold, where=f"the {report_name} split"
+    )
     report = {
         **metrics,
         "split": report_name,

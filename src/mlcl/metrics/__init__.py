@@ -12,6 +12,7 @@ from mlcl.metrics.functional import (
     compute_metrics,
     mean_average_precision,
     threshold_metrics,
+    unpredicted_classes,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "compute_metrics",
     "mean_average_precision",
     "threshold_metrics",
+    "unpredicted_classes",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "compute_metrics",
     "mean_average_precision",
     "threshold_metrics",
+    "unpredicted_classes",
 ]
 
 APVariant = Literal["nonint", "voc11", "vocall", "mlgcn"]
@@ -534,6 +535,39 @@ def threshold_metrics(
     out = _threshold_metrics64(*_counts(pred, positive, positive.sum(0)))
     dtype = _result_dtype(probs.dtype)
     return {key: value.to(dtype) for key, value in out.items()}
+
+
+def unpredicted_classes(
+    probs: Tensor, targets: Tensor, class_names: Sequence[str] | None, *, threshold: float = 0.5
+) -> list[str]:
+    """The classes that have an observed positive but no observed entry predicted positive at ``threshold``.
+
+    Each such class has :math:`TP_c = 0`, so its :math:`P_c`, :math:`R_c` and :math:`F1_c` are 0 in ``CP``,
+    ``CR`` and ``CF1`` (:func:`threshold_metrics`), whatever its AP: the sign of a threshold that does not suit
+    the model's scores (per-class thresholds: :mod:`mlcl.calibration`), or of a model that collapsed.
+
+    Args:
+        probs: ``(N, C)`` probabilities in [0, 1].
+        targets: ``(N, C)`` in {1, 0, -1}; unknown entries are never predicted.
+        class_names: ``C`` names (``None``: the column indices as strings).
+        threshold: A prediction is positive when ``prob >= threshold``.
+
+    Returns:
+        Their names, in column order.
+
+    Example:
+        >>> unpredicted_classes(torch.tensor([[0.9, 0.3], [0.1, 0.4]]), torch.tensor([[1, 1], [0, -1]]), ["a", "b"])
+        ['b']
+    """
+    _check_scores_targets(probs, targets, name="probs")
+    _check_probs(probs)
+    thr = _check_threshold(threshold)
+    t = targets.detach()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(t.shape[1])]
+    if len(names) != t.shape[1]:
+        raise ValueError(f"`class_names` has {len(names)} names for {t.shape[1]} columns")
+    silent = (t == POS).any(0) & ~_predictions(probs.detach(), t != UNK, thr, None).any(0)
+    return [names[i] for i in silent.nonzero().flatten().tolist()]
 
 
 # ----------------------------------------------------------------------------------------------------------------

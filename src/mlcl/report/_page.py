@@ -15,6 +15,7 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bo
 table{border-collapse:collapse;font-size:.85rem}td,th{padding:.15rem .6rem;text-align:right;border-bottom:1px solid
 #eee}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}
 .fig svg{max-width:100%;height:auto}.note{color:#666;font-size:.85rem}
+.warn{background:#fff6e5;border-left:3px solid #e69500;padding:.4rem .6rem;font-size:.9rem}
 """
 
 

@@ -193,6 +193,13 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
         f"{100 * float(metrics.get('best_val_mAP', float('nan'))):.2f}); threshold {threshold:g}. Metrics in %.</p>"
         f'<div class="summary">{summary}</div>'
     )
+    silent = [n for j, n in enumerate(names) if n_pos[j] > 0 and not pred[:, j].any()]
+    if silent:  # the same rule as mlcl.metrics.unpredicted_classes, on the saved scores
+        parts.append(
+            f"<p class='warn' id='unpredicted' data-classes='{_e(json.dumps(silent))}'>{len(silent)} of {len(names)} "
+            f"classes get no positive prediction at the threshold {threshold:g}: {_e(', '.join(silent))}. CP, CR and "
+            "CF1 count each as 0 whatever its AP; the per-class table gives each class's F1-optimal threshold.</p>"
+        )
     parts.append("<h2>Learning curves</h2><div class='fig' id='fig-curves'>")
     parts.append(F.strip_ids(F.learning_curves(log, best_epoch), "curves") + "</div>")
     ap_list = [ap[n] for n in names]
