@@ -13,7 +13,7 @@ import yaml
 from scipy.stats import ttest_rel
 
 from mlcl.cli import main
-from mlcl.report.compare import CompareError, compare_runs, write_compare
+from mlcl.report.compare import CompareError, build_compare_page, compare_runs, to_markdown, write_compare
 
 CLASSES = ["cat", "dog", "car", "tree"]
 
@@ -274,3 +274,19 @@ def test_mulcon_run_read_from_stage2_by_compare_and_report(tmp_path: Path) -> No
     assert run.time_s == sum(r["time_s"] for r in log)
     page = write_run_report(root).read_text()
     assert f"<td>folder</td><td>{stage2}</td>" in page and "method: mulcon" in page
+
+
+def test_runs_with_classes_never_predicted_are_named(runs: list[Path], tmp_path: Path) -> None:
+    assert "never" not in to_markdown(compare_runs(runs)) and "id='unpredicted'" not in build_compare_page(
+        compare_runs(runs)
+    )
+    for name, missed in (("clml-1", ["dog"]), ("clml-3", ["cat", "car"])):
+        path = tmp_path / name / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "unpredicted_classes": missed}))
+    c = compare_runs(runs)
+    expected = "loss.name=bce+clml (seed 1: 1, seed 3: 2)"
+    assert (
+        f"predicted positive for at the run's threshold (of 4; CF1 counts each as 0 whatever its AP): {expected}."
+        in (to_markdown(c))
+    )
+    assert "id='unpredicted'" in build_compare_page(c) and expected in build_compare_page(c)

@@ -39,6 +39,7 @@ __all__ = [
     "compare_runs",
     "load_run",
     "to_markdown",
+    "unpredicted_note",
     "build_compare_page",
     "write_compare",
 ]
@@ -80,6 +81,7 @@ class Run:
     curve: dict[int, float] = field(default_factory=dict)
     name: str = ""
     time_s: float | None = None
+    unpredicted: list[str] = field(default_factory=list)  #: metrics.json's ``unpredicted_classes``
 
 
 @dataclass
@@ -209,6 +211,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         curve=curve,
         name=run_name(root),
         time_s=sum(times) if times else None,
+        unpredicted=[str(x) for x in metrics.get("unpredicted_classes") or []],
     )
 
 
@@ -446,6 +449,26 @@ def _is_reference(c: Comparison, i: int) -> bool:
     return c.baseline == i
 
 
+def unpredicted_note(c: Comparison) -> str:
+    """One sentence on the runs with classes never predicted positive (``metrics.json``'s ``unpredicted_classes``).
+
+    Returns:
+        ``""`` when no run has any; else, per group, the seeds and how many of the classes each misses.
+    """
+    parts = []
+    for g in c.groups:
+        hit = [r for r in g.runs if r.unpredicted]
+        if hit:
+            runs = ", ".join(f"seed {_show(r.seed)}: {len(r.unpredicted)}" for r in hit)
+            parts.append(f"{g.name} ({runs})")
+    if not parts:
+        return ""
+    return (
+        f"Runs with classes that no image is predicted positive for at the run's threshold (of {len(c.classes)}; "
+        f"CF1 counts each as 0 whatever its AP): {'; '.join(parts)}."
+    )
+
+
 def to_markdown(c: Comparison) -> str:
     """The comparison as a Markdown table (metrics in %; differences paired by seed, to the baseline or controls)."""
     paired = c.baseline is None
@@ -466,9 +489,14 @@ def to_markdown(c: Comparison) -> str:
         if paired
         else f"Baseline: {c.groups[c.baseline].name if c.baseline is not None else ''}. Δ: against the baseline"
     )
-    return "\n".join(lines) + (
-        f"\n\n{ref}, paired by seed (mean ± sample std of the per-seed differences, in percentage points), p: "
-        "paired t-test. Metrics: mean ± sample std over seeds; s per run: training time from log.jsonl.\n"
+    note = unpredicted_note(c)
+    return (
+        "\n".join(lines)
+        + (
+            f"\n\n{ref}, paired by seed (mean ± sample std of the per-seed differences, in percentage points), p: "
+            "paired t-test. Metrics: mean ± sample std over seeds; s per run: training time from log.jsonl.\n"
+        )
+        + (f"\n{note}\n" if note else "")
     )
 
 
@@ -528,6 +556,7 @@ def _curves_figure(c: Comparison) -> str:
 def build_compare_page(c: Comparison) -> str:
     """The comparison as one self-contained HTML page (no script, nothing fetched)."""
     paired = c.baseline is None
+    note = unpredicted_note(c)
     rows = []
     for i, g in enumerate(c.groups):
         is_base = _is_reference(c, i)
@@ -584,7 +613,8 @@ def build_compare_page(c: Comparison) -> str:
         "of log.jsonl.</p>"
         f"<div class='wide'><table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>"
         f"{''.join(rows)}</table></div>"
-        f"<h2>Per-class AP difference to {ref}</h2><p class='note'>Mean over the common seeds, in percentage "
+        + (f"<p class='warn' id='unpredicted'>{_e(note)}</p>" if note else "")
+        + f"<h2>Per-class AP difference to {ref}</h2><p class='note'>Mean over the common seeds, in percentage "
         "points.</p><div class='fig' id='fig-ap-delta'>"
         + F.strip_ids(_ap_delta_figure(c), "apd")
         + "</div><h2>Validation mAP</h2><div class='fig' id='fig-curves'>"
