@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mlcl.distributed import is_main_process
 from mlcl.engine.amp import AmpSettings
 from mlcl.errors import DivergenceError
 from mlcl.metrics import APVariant, MetricAccumulator
@@ -145,6 +146,8 @@ def flag_unpredicted(
 ) -> dict[str, Any]:
     """``report`` with ``unpredicted_classes`` (:func:`mlcl.metrics.unpredicted_classes`), warned about when any.
 
+    Under torch.distributed every rank gets the same list and only the main process warns.
+
     The final report of ``mlcl train`` and ``mlcl eval`` name the classes that no image is predicted positive for,
     since CP, CR and CF1 count each of them as 0 while their AP can be high.
 
@@ -156,7 +159,7 @@ def flag_unpredicted(
         where: The evaluated data, for the warning (``"the test split"``, a file).
     """
     names = unpredicted_classes(rows[0], rows[1], class_names, threshold=threshold)
-    if names:
+    if names and is_main_process():  # every rank holds the same rows: one warning
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         log.warning(
             "%d of %d classes get no positive prediction at threshold %g on %s (%s): CP, CR and CF1 count each as 0; "
