@@ -105,6 +105,23 @@ def test_default_learning_rates_follow_the_backbone_origin() -> None:
     assert resolved_learning_rates(load_config(None, ["model.pretrained=true", "optim.lr=1e-3"])) == (1e-3, 2e-5)
 
 
+def test_boostlu_on_a_pretrained_backbone_gets_its_published_learning_rates() -> None:
+    """BoostLU's official config.py:79 (lr 1e-5) with lr_mult 10 for the head: 1e-4 head, 1e-5 backbone."""
+    from mlcl.engine.build import resolved_learning_rates
+    from mlcl.engine.config import load_config
+
+    def rates(*extra: str) -> tuple[float, float]:
+        return resolved_learning_rates(load_config(None, ["loss.name=boostlu-ll-r", *extra]))
+
+    assert rates("model.weights=w.pth") == (1e-4, 1e-5)
+    assert rates("model.weights=w.pth", "loss.name=boostlu-ll-cp+clml") == (1e-4, 1e-5)
+    assert rates("model.weights=w.pth", "train.head_init=random") == (1e-4, 1e-5)
+    assert rates("model.weights=w.pth", "optim.lr=3e-4") == pytest.approx((3e-4, 3e-5))  # the backbone: a tenth
+    assert rates("model.weights=w.pth", "optim.backbone_lr=2e-5") == (1e-4, 2e-5)
+    assert rates("model.weights=w.pth", "loss.options={alpha: 1}") == (2e-4, 2e-4)  # no boost: the usual recipe
+    assert rates() == (2e-3, 2e-3)  # from scratch: unchanged
+
+
 @pytest.mark.parametrize(
     ("schedule", "kwargs", "fragment"),
     [
