@@ -23,15 +23,25 @@ from typing import Any
 from mlcl._io import atomic_write_text
 from mlcl.engine.config import Config, dump_config
 
-__all__ = ["LOADER_BOUND_SHARE", "RunLog"]
+__all__ = ["LOADER_BOUND_MIN_S", "LOADER_BOUND_SHARE", "RunLog", "loader_bound"]
 
 log = logging.getLogger("mlcl")
 
 #: Without a terminal, a progress line is written each time this fraction of the epoch's steps is done.
 PLAIN_PROGRESS_EVERY = 0.25
-#: An epoch whose steps waited for the data loader this share of their time or more is loader-bound: the epoch
-#: line shows the share, and the first such epoch of a run logs a warning.
+#: An epoch whose steps waited for the data loader this share of their time or more, and at least
+#: :data:`LOADER_BOUND_MIN_S` seconds, is loader-bound: the epoch line shows the share, and the first such epoch
+#: of a run logs a warning. (The minimum keeps the loaders' start-up out of very short epochs.)
 LOADER_BOUND_SHARE = 0.3
+LOADER_BOUND_MIN_S = 10.0
+
+
+def loader_bound(record: dict[str, Any]) -> bool:
+    """Whether an epoch record (with :meth:`RunLog.epoch_timing`'s fields) is loader-bound."""
+    return (
+        record.get("data_wait_share", 0.0) >= LOADER_BOUND_SHARE
+        and record.get("data_wait_s", 0.0) >= LOADER_BOUND_MIN_S
+    )
 
 
 def _is_tty(stream: Any) -> bool:
@@ -155,8 +165,9 @@ class RunLog:
     def end_epoch(self, record: dict[str, Any]) -> None:
         """Close the progress bar, append ``record`` to ``log.jsonl`` and log its one-line summary (INFO).
 
-        A ``data_wait_share`` (:meth:`epoch_timing`) of :data:`LOADER_BOUND_SHARE` or more shows in the epoch
-        line, and the run's first such epoch logs a warning naming ``data.num_workers``.
+        A loader-bound epoch (:func:`loader_bound`: :data:`LOADER_BOUND_SHARE` of the steps' time and
+        :data:`LOADER_BOUND_MIN_S` seconds or more waiting) shows its ``data_wait_share`` in the epoch line, and the
+        run's first one logs a warning naming ``data.num_workers``.
         """
         if self._bar is not None:
             self._bar.close()
@@ -169,14 +180,13 @@ class RunLog:
                 f.write(json.dumps(record) + "\n")
             self._epochs += 1
             log.info("%s", self.epoch_line(record))
-            share = record.get("data_wait_share", 0.0)
-            if share >= LOADER_BOUND_SHARE and not self._loader_warned:
+            if loader_bound(record) and not self._loader_warned:
                 self._loader_warned = True
                 log.warning(
-                    "epoch %d waited for the data loader during %.0f%% of its training steps' time (%.1f s): the "
-                    "data pipeline limits this run; more DataLoader workers (-o data.num_workers=N, with free CPU "
+                    "waiting for the data loader took %.0f%% of epoch %d's training steps (%.1f s): the data "
+                    "pipeline limits this run; more DataLoader workers (-o data.num_workers=N, with free CPU "
                     "cores), smaller images or a faster disk would speed it up",
-                    record["epoch"], 100 * share, record["data_wait_s"],
+                    100 * record["data_wait_share"], record["epoch"], record["data_wait_s"],
                 )  # fmt: skip
 
     def epoch_line(self, record: dict[str, Any]) -> str:
@@ -193,7 +203,7 @@ class RunLog:
             best = val[which]
             parts.append(f"val mAP {100 * best['mAP']:.1f}{tag}")
             parts += [f"{m} {100 * best[m]:.1f}" for m in ("CF1", "OF1") if m in best]
-        if record.get("data_wait_share", 0.0) >= LOADER_BOUND_SHARE:
+        if loader_bound(record):
             parts.append(f"data wait {100 * record['data_wait_share']:.0f}%")
         if "time_s" in record:
             parts.append(f"{record['time_s']:.1f} s")
