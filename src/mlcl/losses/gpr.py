@@ -14,10 +14,9 @@ class (e.g. DAMP's ``sim_final`` from a CLIP model)::
 The class columns must be exactly the training data's classes (any order). A row's file name is matched to a
 training image by its id (the path relative to the dataset root, as recorded in the run's ``split.json``); a
 name without a match is then tried against the ids' base names when those are unique. Every training image needs
-a row; rows of other images (validation, test) are ignored. The file follows the label CSV's rules of
-structure (:mod:`mlcl._csv_table`: UTF-8 with or without a byte-order mark, ``filename`` in any case, blank
-lines skipped, every problem reported with its line). Scores become pseudo-labels
-by :func:`pseudo_labels_from_scores`.
+a row; rows of other images (validation, test) are ignored. The file follows the label CSV's rules of structure
+(:mod:`mlcl._csv_table`: UTF-8 with or without a byte-order mark, ``filename`` in any case, blank lines skipped,
+every problem reported with its line). Scores become pseudo-labels by :func:`pseudo_labels_from_scores`.
 """
 
 from __future__ import annotations

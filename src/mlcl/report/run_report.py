@@ -194,7 +194,9 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
         f'<div class="summary">{summary}</div>'
     )
     silent = [n for j, n in enumerate(names) if n_pos[j] > 0 and not pred[:, j].any()]
-    if silent:  # the same rule as mlcl.metrics.unpredicted_classes, on the saved scores
+    # mlcl.metrics.unpredicted_classes's rule, on the prediction mask of the per-class table below (this page is
+    # built without torch, so the torch function is not called here)
+    if silent:
         parts.append(
             f"<p class='warn' id='unpredicted' data-classes='{_e(json.dumps(silent))}'>{len(silent)} of {len(names)} "
             f"classes get no positive prediction at the threshold {threshold:g}: {_e(', '.join(silent))}. CP, CR and "
