@@ -12,7 +12,25 @@ import torch
 
 from mlcl.losses import GPRLoss
 from mlcl.losses.functional import damp_pseudo_labels, gpr_loss, gr_schedule, gr_weights
-from tests.helpers.oracles.grloss import GRAD_ATOL, LOSS_RTOL, _close, _t, check_targets_convention, schedule_kwargs
+from tests.helpers.oracles.grloss import _t, check_targets_convention, schedule_kwargs
+from tests.helpers.oracles.tolerance import EXACT, GRAD, INPUT, LOSS, FieldTolerances, Tol
+
+#: README: "losses rtol 1e-10, gradients atol 1e-12; pseudo-labels exactly". The schedule values, ``K``, ``V``
+#: are values like the losses (rtol 1e-10, 1e-15 floor near zero); the per-entry losses get a 1e-14 floor, as
+#: GR Loss's on which the GPR loss is built; ``loss_reg`` is a loss (``loss - loss_data``).
+VALUE = Tol(rtol=1e-10, atol=1e-15)
+TOLERANCES = FieldTolerances(
+    "aevlp",
+    {
+        "w": VALUE, "b": VALUE, "mu": VALUE, "sigma": VALUE, "K": VALUE, "V": VALUE, "V_after_call": VALUE,
+        "loss": LOSS, "loss_data": LOSS, "loss_reg": Tol(rtol=1e-10, atol=1e-15),
+        "loss_matrix": Tol(rtol=1e-10, atol=1e-14),
+        "grad_*": GRAD,
+        "targets_official": EXACT,
+        "pseudo_labels": EXACT,
+        "*": INPUT,
+    },
+)  # fmt: skip
 
 GPR_FIELDS = {
     "kind", "logits", "targets", "targets_official", "pseudo_labels", "use_pl", "epoch", "num_epochs",
@@ -47,30 +65,31 @@ def _check_gpr(data: dict[str, np.ndarray], name: str) -> None:
     }  # fmt: skip
     reg = float(data["reg"])
 
+    tol = TOLERANCES
     sched = gr_schedule(variant="official", **sk)
     for key in ("w", "b", "mu", "sigma"):
-        _close(f"{name}: schedule {key}", getattr(sched, key), data[key], rtol=LOSS_RTOL, atol=1e-15)
+        tol.check(key, getattr(sched, key), data[key], name, what="schedule")
     logits = _t(data["logits"], grad=True)
     k, v = gr_weights(torch.sigmoid(logits.detach()), sched)
-    _close(f"{name}: K", k, data["K"], rtol=LOSS_RTOL, atol=1e-15)
-    _close(f"{name}: V", v, data["V"], rtol=LOSS_RTOL, atol=1e-15)
+    tol.check("K", k, data["K"], name)
+    tol.check("V", v, data["V"], name)
     # The official call clamps V in place where a positive pseudo-label is used (informative field).
     unk_pos = (targets == -1) & (pl == 1) if gpr["use_pl"] else torch.zeros_like(pl, dtype=torch.bool)
     v_after = torch.where(unk_pos, v.clamp(min=1 - gpr["lam_1"]).clamp(max=1 - gpr["lam_2"]), v)
-    _close(f"{name}: V_after_call", v_after, data["V_after_call"], rtol=LOSS_RTOL, atol=1e-15)
+    tol.check("V_after_call", v_after, data["V_after_call"], name)
 
     loss = gpr_loss(logits, targets, pl, reg=reg, **sk, **gpr)
-    _close(f"{name}: loss", loss, data["loss"], rtol=LOSS_RTOL)
+    tol.check("loss", loss, data["loss"], name)
     (grad,) = torch.autograd.grad(loss, [logits])
-    _close(f"{name}: grad_logits", grad, data["grad_logits"], atol=GRAD_ATOL)
+    tol.check("grad_logits", grad, data["grad_logits"], name)
     logits0 = _t(data["logits"], grad=True)
     loss_data = gpr_loss(logits0, targets, pl, reg=0.0, **sk, **gpr)
-    _close(f"{name}: loss_data", loss_data, data["loss_data"], rtol=LOSS_RTOL)
+    tol.check("loss_data", loss_data, data["loss_data"], name)
     (grad0,) = torch.autograd.grad(loss_data, [logits0])
-    _close(f"{name}: grad_logits_data", grad0, data["grad_logits_data"], atol=GRAD_ATOL)
-    _close(f"{name}: loss_reg", loss.detach() - loss_data.detach(), data["loss_reg"], rtol=1e-8, atol=1e-15)
+    tol.check("grad_logits_data", grad0, data["grad_logits_data"], name)
+    tol.check("loss_reg", loss.detach() - loss_data.detach(), data["loss_reg"], name)
     matrix = gpr_loss(_t(data["logits"]), targets, pl, reg=0.0, reduction="none", **sk, **gpr)
-    _close(f"{name}: loss_matrix", matrix, data["loss_matrix"], rtol=LOSS_RTOL, atol=1e-14)
+    tol.check("loss_matrix", matrix, data["loss_matrix"], name)
 
     # The module with the file's pseudo-labels as its table (rows = dataset indices 0..N-1).
     module = GPRLoss(reg=reg, **{k: v for k, v in sk.items() if k != "epoch"}, **gpr)
@@ -79,7 +98,7 @@ def _check_gpr(data: dict[str, np.ndarray], name: str) -> None:
     module.pseudo_table.copy_(pl.to(torch.int8))
     module.set_epoch(sk["epoch"])
     out = module(_t(data["logits"]), targets, torch.arange(targets.shape[0]))
-    _close(f"{name}: GPRLoss module", out, data["loss"], rtol=LOSS_RTOL)
+    tol.check("loss", out, data["loss"], name, what="GPRLoss module")
 
 
 def _check_damp(data: dict[str, np.ndarray], name: str) -> None:
@@ -91,7 +110,7 @@ def _check_damp(data: dict[str, np.ndarray], name: str) -> None:
         eta=float(data["eta"]), threshold=float(data["threshold"]), top_k=int(data["top_k"]),
         negative_ratio=float(data["negative_ratio"]), variant="official",
     )  # fmt: skip
-    np.testing.assert_array_equal(pl.numpy(), np.asarray(data["pseudo_labels"]), err_msg=f"{name}: pseudo_labels")
+    TOLERANCES.check("pseudo_labels", pl, data["pseudo_labels"], name)
 
 
 def check_aevlp_case(data: dict[str, np.ndarray], name: str) -> None:
