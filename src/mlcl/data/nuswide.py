@@ -1,6 +1,6 @@
 r"""NUS-WIDE (81 concepts), in its official layout or as the CSV that ASL distributes.
 
-(a) Official layout (from the NUS-WIDE site)::
+Layout (a), the official one (from the NUS-WIDE site)::
 
     ROOT/ImageList/TrainImagelist.txt, TestImagelist.txt       one image per line, e.g. actor\0001_2124494179.jpg
     ROOT/Groundtruth/TrainTestLabels/Labels_<concept>_{Train,Test}.txt   (or ROOT/TrainTestLabels/...)
@@ -11,7 +11,7 @@ Each label file holds one ``0``/``1`` per line, aligned with the image list. Bac
 in the image lists are converted, and a leading ``...\Flickr\`` prefix is dropped. If
 ``Flickr/<folder>/<name>`` does not exist but ``Flickr/<name>`` does (a flattened copy), that is used.
 
-(b) The ASL CSV (``nus_wid_data.csv``, linked from ASL's model zoo). Its columns, as read by public
+Layout (b), the ASL CSV (``nus_wid_data.csv``, linked from ASL's model zoo). Its columns, as read by public
 loaders (Query2Label's ``nuswide_asl.py`` and others): ``filepath`` (relative to the CSV's folder, e.g.
 ``images/...jpg``), ``label`` (a Python list literal such as ``"['clouds', 'sky']"``) and ``split_name``
 (``train`` / ``val``). ``filename`` / ``split`` / ``labels`` are accepted as column-name aliases.

@@ -8,14 +8,14 @@ Layout (``ROOT`` may be the parent of ``VOCdevkit``, ``VOCdevkit`` itself, or ``
 
 Split names (``"train"``/``"test"`` are the generic names the trainer uses):
 
-=============  =========================  =========================
-requested      VOC 2007 reads             VOC 2012 reads
-=============  =========================  =========================
-``"train"``    ``trainval`` (5,011)       ``train`` (5,717)
-``"test"``     ``test`` (4,952)           ``val`` (5,823)
-``"trainval"`` ``trainval``               ``trainval`` (11,540)
-``"val"``      ``val``                    ``val``
-=============  =========================  =========================
+==============  =========================  =========================
+requested       VOC 2007 reads             VOC 2012 reads
+==============  =========================  =========================
+``"train"``     ``trainval`` (5,011)       ``train`` (5,717)
+``"test"``      ``test`` (4,952)           ``val`` (5,823)
+``"trainval"``  ``trainval``               ``trainval`` (11,540)
+``"val"``       ``val``                    ``val``
+==============  =========================  =========================
 
 VOC 2012 test labels are not public, so the field (e.g. Cole et al.'s single-positive protocol) trains
 on ``train`` and tests on ``val``; "train" cannot mean ``trainval`` there as it would hold the test

@@ -4,7 +4,7 @@ Element-wise losses share one calling convention, ``loss(logits, targets) -> Ten
 ``(N, C)`` in {1, 0, -1} (positive, negative, unknown) and ``reduction`` in {"mean", "sum", "none"}.
 :data:`LOSSES` maps the CLI names to the classes; :func:`build_loss` instantiates one by name.
 :class:`CLML` takes ``(features, logits, targets)`` and is added on top of a base loss.
-Losses whose behaviour depends on the epoch (SPLC, LL-*, CLML) expose ``set_epoch(epoch)`` (0-based),
+Losses whose behaviour depends on the epoch (SPLC, ``LL-*``, CLML) expose ``set_epoch(epoch)`` (0-based),
 which the trainer calls before each epoch. Every loss checks its hyper-parameters when it is built
 (``ValueError`` naming the argument and the value). Each family's file holds its function (whose docstring
 has the equation and normaliser) next to its module; :mod:`mlcl.losses.functional` gathers the functions.

@@ -7,7 +7,7 @@ BoostLU is not a loss but a change of the forward pass: the positive part of the
 multiplied by ``alpha`` before global average pooling, at training and test time
 (:mod:`mlcl.models.cam`, :class:`~mlcl.models.classifier.MultiLabelClassifier`'s ``cam_boost``). It is trained
 with one of the large-loss schemes of Kim et al., CVPR 2022. The classes here are those schemes with BoostLU's
-official hyper-parameters and arithmetic; they carry ``alpha`` (:attr:`cam_boost`), which
+official hyper-parameters and arithmetic; they carry ``alpha`` (their ``cam_boost`` property), which
 :func:`mlcl.engine.build.model_from_config` gives the head, so ``--loss boostlu-ll-r`` trains (and a checkpoint
 then evaluates and exports) the boosted model.
 

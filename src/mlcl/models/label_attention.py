@@ -230,8 +230,8 @@ class LabelAttentionOutput(NamedTuple):
         logits: ``(B, L)`` per-label logits ``s[b, l] = <G[b, l], W[l]> + c[l]``.
         label_emb: ``(B, L, d)`` label-level embeddings ``G``.
         attn: ``(B, heads, L, N)`` cross-attention weights of each head (label queries over tokens; each
-            row sums to 1). :func:`official_attn_layout` gives the official ``(heads*B, L, N)`` layout and
-            :func:`attention_maps` the head-averaged ``(B, L, H, W)`` maps.
+            row sums to 1). :func:`~mlcl.models.mulcon_weights.official_attn_layout` gives the official
+            ``(heads*B, L, N)`` layout and :func:`attention_maps` the head-averaged ``(B, L, H, W)`` maps.
     """
 
     logits: Tensor
@@ -243,8 +243,9 @@ class LabelAttentionHead(nn.Module):
     """MulCon head: label-wise attention block, ``L`` per-label linear classifiers and a shared projector.
 
     Input tokens come from any backbone: a CNN map ``(B, C, H, W)`` flattened with token index ``h*W + w``
-    (:func:`feature_map_to_tokens`), or transformer patch tokens with the prefix (class/register) tokens
-    dropped. There is no positional encoding: the head is invariant to a permutation of the tokens.
+    (:func:`~mlcl.models.backbone.feature_map_to_tokens`), or transformer patch tokens with the prefix
+    (class/register) tokens dropped. There is no positional encoding: the head is invariant to a permutation of
+    the tokens.
 
     Args:
         in_dim: Token width ``C`` (2048 for ResNet-101).
