@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import get_args
 
 from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
+from mlcl.choices import AugmentPreset
+
 __all__ = ["AUGMENT_PRESETS", "AugmentPreset", "CutoutPIL", "build_transform"]
 
-AugmentPreset = Literal["none", "light", "flip", "default", "strong", "asl"]
 AUGMENT_PRESETS: tuple[str, ...] = get_args(AugmentPreset)
 """Names accepted by ``augment=`` (see :func:`build_transform`)."""
 

@@ -6,12 +6,13 @@ A configuration is a :class:`Config` made of sections (``data``, ``model``, ``lo
 (the value is parsed as YAML, then checked against the field's type and range). Unknown sections or keys are
 errors.
 
-Every option set is a ``Literal`` alias defined next to the component that consumes it (:data:`~mlcl.models.
-classifier.Head`, :data:`~mlcl.engine.optim.Schedule`, :data:`~mlcl.engine.optim.OptimizerName`,
-:data:`~mlcl.data.transforms.AugmentPreset`, :data:`~mlcl.metrics.functional.APVariant`), or here for the
+Every option set is a ``Literal`` alias, defined in :mod:`mlcl.choices` for the components' options (:data:`~mlcl.
+choices.Head`, :data:`~mlcl.choices.Schedule`, :data:`~mlcl.choices.OptimizerName`, :data:`~mlcl.choices.
+AugmentPreset`, :data:`~mlcl.choices.APVariant`; the components import them from there), or here for the
 configuration's own concepts (:data:`AmpMode`, :data:`Method`, :data:`HeadInit`, :data:`ContrastiveMode`,
 :data:`LossReduction`). The fields are typed with them, values are checked against them, and the CLI takes its
-``choices=`` from them (:func:`field_choices`).
+``choices=`` from them (:func:`field_choices`). This module imports neither torch nor any component, so that the
+command line's parser can use it.
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from mlcl.data.transforms import AugmentPreset
-from mlcl.engine.optim import OptimizerName, Schedule
+from mlcl.choices import APVariant, AugmentPreset, Head, OptimizerName, Schedule
 from mlcl.errors import ConfigError
-from mlcl.metrics.functional import APVariant
-from mlcl.models.classifier import Head
 
 __all__ = [
     "AmpMode",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+
+from mlcl.choices import OptimizerName, Schedule
 
 __all__ = [
     "OPTIMIZERS",
@@ -23,11 +25,9 @@ __all__ = [
     "param_groups",
 ]
 
-OptimizerName = Literal["adam", "adamw", "sgd"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 """Names accepted by :func:`build_optimizer`."""
 
-Schedule = Literal["onecycle", "cosine", "step", "constant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 """Names accepted by :func:`lr_multiplier`."""
 

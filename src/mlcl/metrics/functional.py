@@ -29,11 +29,12 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, get_args
+from typing import Any, ParamSpec, TypeVar, get_args
 
 import torch
 from torch import Tensor
 
+from mlcl.choices import APVariant
 from mlcl.targets import POS, UNK, check_targets
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "unpredicted_classes",
 ]
 
-APVariant = Literal["nonint", "voc11", "vocall", "mlgcn"]
 AP_VARIANTS: tuple[str, ...] = get_args(APVariant)
 """Names accepted by ``variant=`` / ``ap_variant=``.
 

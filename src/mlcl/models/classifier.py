@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlcl.choices import Head, Projection
 from mlcl.errors import ConfigError
 from mlcl.models.backbone import TimmBackbone
 from mlcl.models.cam import boost_cam, check_cam_boost, class_activation_map
@@ -16,11 +17,9 @@ from mlcl.models.label_attention import LabelAttentionHead, check_label_attentio
 
 __all__ = ["HEADS", "PROJECTIONS", "Head", "ModelOutput", "MultiLabelClassifier", "Projection", "check_classifier_args"]
 
-Head = Literal["linear", "mulcon"]
 HEADS: tuple[str, ...] = get_args(Head)
 """Names accepted by ``head=``: ``linear`` (global pool + linear) or ``mulcon`` (:class:`LabelAttentionHead`)."""
 
-Projection = Literal["label", "image"]
 PROJECTIONS: tuple[str, ...] = get_args(Projection)
 """Names accepted by ``projection=`` (besides ``None``)."""
 
