@@ -40,6 +40,7 @@ COMMANDS: tuple[str, ...] = (
     "data",
     "config",
     "list",
+    "labels",
 )
 
 
