@@ -2,11 +2,13 @@
 
 Usage: PYTHONPATH=src python benchmarks/bench_metrics.py [--n 40137] [--c 80] [--pos-per-image 2.9] [--repeats 5]
 
-Scores are float32 probabilities correlated with the labels (sigmoid of a unit Gaussian shifted by +1.5 on
-positives); ``--unknown`` turns a fraction of the targets into -1 (default 0, as on COCO val). The values are
-asserted equal to sklearn's (per class, 1e-12 in float64) before any timing is printed. Times are medians over
-``--repeats`` runs after one warm-up, both wall-clock and process CPU time (CPU time is the steadier figure on a
-shared machine; with several threads it adds up the threads' time).
+Scores are probabilities correlated with the labels (sigmoid of a unit Gaussian shifted by +1.5 on positives),
+computed in float64 (values float32 cannot hold: mlcl ranks them on int64 keys) and cast to float32 (int32 keys);
+``--unknown`` turns a fraction of the targets into -1 (default 0, as on COCO val). For each dtype the values are
+asserted equal to sklearn's on the same scores (per class and mAP, 1e-12 in float64) before any timing is printed.
+The first table times scikit-learn's per-class loop and mlcl's mAP on both dtypes interleaved (one round runs
+each once, ``--repeats`` rounds after one warm-up), medians of wall-clock and process CPU time (CPU time is the
+steadier figure on a shared machine; with several threads it adds up the threads' time).
 
 The last section times the same mAP idle and with ``--burners`` competing CPU-burning processes (started by the
 benchmark), interleaved (idle, loaded, idle, loaded... ``--repeats`` rounds), medians: scikit-learn's per-class
@@ -39,6 +41,21 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - w0)
         cpu.append(time.process_time() - c0)
     return statistics.median(wall), statistics.median(cpu)
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall-clock and process-CPU seconds of each ``fn``, run in turn each round (after one warm-up each)."""
+    for fn in fns.values():
+        fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
 def fmt(t: tuple[float, float]) -> str:
@@ -100,38 +117,48 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     labels = (rng.random((args.n, args.c)) < args.pos_per_image / args.c).astype(np.int64)
     logits = rng.standard_normal((args.n, args.c)) + 1.5 * labels - 1.0
-    scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    scores64 = 1.0 / (1.0 + np.exp(-logits))
+    scores = scores64.astype(np.float32)
     targets = np.where(rng.random((args.n, args.c)) < args.unknown, -1, labels)
     assert (targets == 1).sum(0).min() > 0, "every class needs a positive"
 
-    s32 = torch.from_numpy(scores)
+    s32, s64 = torch.from_numpy(scores), torch.from_numpy(scores64)
+    assert not torch.equal(s64.float().double(), s64), "the float64 scores must be beyond float32"
     t = torch.from_numpy(targets)
 
-    # equality first (float64 results, same float32 scores)
-    ref_map, ref_ap = sklearn_map(scores.astype(np.float64), targets)
-    ours_ap = average_precision(s32.double(), t).numpy()
-    worst = float(np.abs(ours_ap - ref_ap).max())
-    assert worst < 1e-12, f"per-class AP differs from sklearn by {worst}"
-    ours_map = float(mean_average_precision(s32.double(), t))
-    assert abs(ours_map - ref_map) < 1e-12, (ours_map, ref_map)
-
+    # equality first, per dtype: sklearn on the same scores (float64 results)
     print(f"data: N={args.n} C={args.c} positives/image={labels.sum() / args.n:.2f} unknown={args.unknown:.0%}")
-    print(f"mAP={ours_map:.6f} (sklearn {ref_map:.6f}); max per-class |diff| = {worst:.2e}")
+    for label, ours_scores, ref_scores in (("float32", s32.double(), scores), ("float64", s64, scores64)):
+        ref_map, ref_ap = sklearn_map(ref_scores.astype(np.float64), targets)
+        worst = float(np.abs(average_precision(ours_scores, t).numpy() - ref_ap).max())
+        assert worst < 1e-12, f"{label}: per-class AP differs from sklearn by {worst}"
+        ours_map = float(mean_average_precision(ours_scores, t))
+        assert abs(ours_map - ref_map) < 1e-12, (label, ours_map, ref_map)
+        print(f"{label} scores: mAP={ours_map:.6f} (sklearn {ref_map:.6f}); max per-class |diff| = {worst:.2e}")
 
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads by default; medians of {args.repeats}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads by default; "
+        f"interleaved, medians of {args.repeats} rounds"
     )
-    t_sk = median_time(lambda: sklearn_map(scores, targets), args.repeats)
-    print(f"sklearn per-class loop (float32 scores)            {fmt(t_sk)}")
+    main_fns: dict[str, Callable[[], object]] = {
+        "sklearn per-class loop, float32 scores": lambda: sklearn_map(scores, targets),
+        "mlcl mean_average_precision, float32 scores": lambda: mean_average_precision(s32, t),
+        "sklearn per-class loop, float64 scores": lambda: sklearn_map(scores64, targets),
+        "mlcl mean_average_precision, float64 scores": lambda: mean_average_precision(s64, t),
+    }
+    main_times = interleaved_times(main_fns, args.repeats)
+    for dtype in ("float32", "float64"):
+        t_sk = main_times[f"sklearn per-class loop, {dtype} scores"]
+        t_ours = main_times[f"mlcl mean_average_precision, {dtype} scores"]
+        print(f"sklearn per-class loop ({dtype} scores)            {fmt(t_sk)}")
+        print(
+            f"mlcl mean_average_precision ({dtype}, one thread) {fmt(t_ours)}  "
+            f"speedup x{t_sk[0] / t_ours[0]:.1f} (wall), x{t_sk[1] / t_ours[1]:.1f} (cpu)"
+        )
     default_threads = torch.get_num_threads()
-    t_ours = median_time(lambda: mean_average_precision(s32, t), args.repeats)
-    print(
-        f"mlcl mean_average_precision (one thread inside)   {fmt(t_ours)}  "
-        f"speedup x{t_sk[0] / t_ours[0]:.1f} (wall), x{t_sk[1] / t_ours[1]:.1f} (cpu)"
-    )
     for variant in ("voc11", "mlgcn"):
         tv = median_time(lambda v=variant: average_precision(s32, t, variant=v), args.repeats)
-        print(f"    average_precision variant={variant:6s}            {fmt(tv)}")
+        print(f"    average_precision variant={variant:6s} (float32)  {fmt(tv)}")
     tr = median_time(lambda: compute_metrics(s32, t, None), args.repeats)
     print(f"    compute_metrics (full report incl. top-3)     {fmt(tr)}")
 

@@ -300,6 +300,55 @@ def test_long_columns_per_class_radix_path(variant: str) -> None:
     )
 
 
+def _float64_beyond_float32(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 scores whose float32 cast ties entries that float64 ranks apart, so float32 would change the AP."""
+    scores = torch.empty(n, 4, dtype=torch.float64)
+    scores[:, 0] = 0.5 + torch.rand(n, generator=gen, dtype=torch.float64) * 1e-9  # all one float32 value
+    base = (torch.rand(n, generator=gen, dtype=torch.float64) * 50).round() - 25  # signed, with zeros
+    scores[:, 1] = base + torch.randint(-3, 4, (n,), generator=gen).double() * 1e-12  # ties split below 1e-7
+    tiny = torch.tensor([0.0, -0.0, 5e-300, -5e-300], dtype=torch.float64).repeat(n)
+    scores[base == 0, 1] = tiny[: int((base == 0).sum())]
+    scores[:7, 1] = torch.tensor([1e300, -1e300, 3e299, -3e299, 1e-320, -1e-320, -0.0], dtype=torch.float64)
+    scores[:, 2] = torch.rand(n, generator=gen, dtype=torch.float64)  # plain random float64
+    scores[:, 3] = -scores[:, 0]  # negative scores
+    targets = _targets(n, 4, p_pos=0.2, gen=gen)
+    # the labels follow the float64 order inside the float32 tie of column 0, so ranking by float32 loses it
+    targets[:, 0] = torch.where(targets[:, 0] == -1, -1, (scores[:, 0] > 0.5 + 7e-10).long())
+    targets[:, 3] = torch.where(targets[:, 3] == -1, -1, (scores[:, 3] > -0.5 - 3e-10).long())
+    targets[:, 2] = targets[:, 2].clamp_min(0)  # one column without unknowns
+    return scores, targets
+
+
+@pytest.mark.parametrize("variant", ["nonint", "mlgcn"])
+def test_float64_scores_beyond_float32_take_the_int64_radix_path(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """Long float64 columns that float32 cannot hold: per-class radix sort on int64 keys, equal to the references."""
+    import mlcl.metrics.functional as mf
+
+    gen = torch.Generator().manual_seed(11)
+    n = F._RADIX_MIN_ROWS + 257
+    scores, targets = _float64_beyond_float32(n, gen)
+    ref = REF_AP[variant](scores, targets)
+    # the case is one float32 gets wrong: its ties change the AP of the columns built on them
+    tied = [0, 3]
+    wrong = REF_AP[variant](scores[:, tied].float().double(), targets[:, tied])
+    assert np.abs(wrong - ref[tied]).min() > 0.1
+
+    key_dtypes: list[torch.dtype] = []
+    sort_columns = mf._sort_columns
+
+    def spy(keys: torch.Tensor, *args: Any) -> Any:
+        key_dtypes.append(keys.dtype)
+        return sort_columns(keys, *args)
+
+    monkeypatch.setattr(mf, "_sort_columns", spy)
+    ours = average_precision(scores, targets, variant=variant)
+    assert key_dtypes == [torch.int64]
+    assert ours.dtype == torch.float64
+    _assert_ap_close(ours, ref, torch.float64)
+    m = mean_average_precision(scores, targets, variant=variant)
+    assert abs(float(m) - float(np.mean(ref))) < 1e-12
+
+
 def test_large_column_count_vs_sklearn() -> None:
     gen = torch.Generator().manual_seed(3)
     scores = torch.rand(300, 40, generator=gen)

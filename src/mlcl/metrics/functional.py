@@ -10,11 +10,12 @@ Conventions shared by every function here:
 * A class "has positives" when it has at least one observed ``1``. Classes without positives get a NaN AP, are
   excluded from the mAP (with a warning naming them) and from the class-averaged thresholded metrics.
 * Ranking costs one stable sort per class and nothing per sample in Python: scores are mapped to order-preserving
-  int32 keys (exact for float32/16/bf16 scores and for float64 scores that float32 holds exactly), sorted with
-  torch's radix sort, one column at a time on CPU when columns are long (cache-resident) and as one flat
-  ``(class, key)`` sort otherwise (one kernel on GPU); other float64 scores use a comparison sort. After the sort
-  only the positives are visited. Counts are integers and ratios float64; results are float64 for float64 inputs
-  and float32 otherwise, on the input's device.
+  int32 keys (exact for float32/16/bf16 scores and for float64 scores that float32 holds exactly), or int64 keys
+  for other float64 scores, sorted with torch's radix sort one column at a time on CPU when columns are long
+  (cache-resident); shorter columns (or another device) use one flat ``(class, key)`` sort of the int32 keys (one
+  kernel on GPU) or a comparison sort of the float64 scores. After the sort only the positives are visited.
+  Counts are integers and ratios float64; results are float64 for float64 inputs and float32 otherwise, on the
+  input's device.
 * The public functions run their CPU kernels on one intra-op thread (``torch.set_num_threads(1)``, restored on
   return): on COCO-val-sized data one thread is several times faster than torch's default pool, and does not
   degrade when another process shares the cores (``benchmarks/bench_metrics.py``, BENCHMARKS.md).
@@ -195,9 +196,47 @@ def _descending_keys_f32(x: Tensor) -> Tensor:
     return b.bitwise_xor_(mask)
 
 
+def _descending_keys_f64(x: Tensor) -> Tensor:
+    """Int64 keys whose signed ascending order is the descending order of the float64 values ``x``.
+
+    The 64-bit form of :func:`_descending_keys_f32`: ``b ^ (~(b >> 63) | INT64_MIN)`` on the bit pattern ``b``
+    read as int64, after ``-0.0 -> +0.0``. Overwrites ``x``; NaN must be absent.
+    """
+    b = x.add_(0.0).view(torch.int64)
+    mask = torch.bitwise_right_shift(b, 63).bitwise_not_().bitwise_or_(-(2**63))
+    return b.bitwise_xor_(mask)
+
+
 # torch's CPU sort takes a radix-sort path for 1-D integer tensors from this many elements (at::internal::GRAIN_SIZE)
 _RADIX_MIN_ROWS = 32768
 _INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _float32_holds(s: Tensor) -> bool:
+    """Whether float32 holds every float64 value of ``s`` exactly (the first rows decide most cases cheaply)."""
+    head = s[:256]
+    return bool(torch.equal(head.to(torch.float32).to(torch.float64), head)) and bool(
+        torch.equal(s.to(torch.float32).to(torch.float64), s)
+    )
+
+
+def _sort_columns(keys: Tensor, t: Tensor, unknown: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One stable radix sort of each class's integer keys (``(C, N)``, unknown entries keyed after all others).
+
+    Each column stays cache-resident: several times faster than a single sort of all ``C*N`` (class, key) pairs or
+    ``C`` comparison sorts of float columns. Returns :func:`_rank_by_class`'s ``(sorted_targets, is_end)``.
+    """
+    c, n = keys.shape
+    sorted_targets = torch.empty_like(t)
+    is_end = torch.ones((c, n), dtype=torch.bool, device=keys.device)
+    n_obs = (n - unknown.sum(1)).tolist() if unknown is not None else [n] * c
+    for j in range(c):
+        key_j, order_j = torch.sort(keys[j], stable=True)
+        torch.index_select(t[j], 0, order_j, out=sorted_targets[j])
+        m = n_obs[j]  # the unknown tail keeps is_end True (no tie group runs into it)
+        torch.ne(key_j[1:m], key_j[: m - 1], out=is_end[j, : m - 1])
+    return sorted_targets, is_end
 
 
 def _rank_by_class(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,10 +254,17 @@ def _rank_by_class(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     s = scores.detach()
     t = targets.detach().to(torch.int8).t().contiguous()
     unknown = (t == UNK) if int(t.min()) == UNK else None
-    is_end = torch.ones((c, n), dtype=torch.bool, device=s.device)
-    if s.dtype == torch.float64 and not bool(torch.equal(s.to(torch.float32).to(torch.float64), s)):
-        # float64 scores that float32 cannot hold exactly: comparison sort by score, then a stable sort that
-        # moves the unknown entries to the end; NaN marks them so that no tie group runs into the tail.
+    radix = s.device.type == "cpu" and n >= _RADIX_MIN_ROWS
+    if s.dtype == torch.float64 and not _float32_holds(s):
+        # float64 scores that float32 cannot hold exactly
+        if radix:  # the same per-class radix sort on order-preserving int64 keys
+            keys64 = _descending_keys_f64(s.t().clone(memory_format=torch.contiguous_format))  # (C, N)
+            if unknown is not None:
+                keys64.masked_fill_(unknown, _INT64_MAX)  # after every observed key (-inf's is 0x7FF0...0)
+            return _sort_columns(keys64, t, unknown)
+        # short columns or another device: comparison sort by score, then a stable sort that moves the unknown
+        # entries to the end; NaN marks them so that no tie group runs into the tail.
+        is_end = torch.ones((c, n), dtype=torch.bool, device=s.device)
         values, order = torch.sort(s.t(), dim=1, descending=True, stable=True)
         if unknown is not None:
             tail = torch.sort(unknown.gather(1, order).to(torch.uint8), dim=1, stable=True).indices
@@ -232,18 +278,10 @@ def _rank_by_class(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     keys = _descending_keys_f32(s.to(torch.float32).t().clone(memory_format=torch.contiguous_format))  # (C, N)
     if unknown is not None:
         keys.masked_fill_(unknown, _INT32_MAX)  # after every observed key (the largest one, -inf's, is 0x7F800000)
-    if s.device.type == "cpu" and n >= _RADIX_MIN_ROWS:
-        # One radix sort of int32 keys per class: each column stays cache-resident, several times faster than
-        # a single sort of all C*N (class, key) int64 pairs or C comparison sorts of float columns.
-        sorted_targets = torch.empty_like(t)
-        n_obs = (n - unknown.sum(1)).tolist() if unknown is not None else [n] * c
-        for j in range(c):
-            key_j, order_j = torch.sort(keys[j], stable=True)
-            torch.index_select(t[j], 0, order_j, out=sorted_targets[j])
-            m = n_obs[j]  # the unknown tail keeps is_end True (no tie group runs into it)
-            torch.ne(key_j[1:m], key_j[: m - 1], out=is_end[j, : m - 1])
-        return sorted_targets, is_end
+    if radix:
+        return _sort_columns(keys, t, unknown)
     # One stable sort of (class << 32) + key over all entries (a single kernel on GPU).
+    is_end = torch.ones((c, n), dtype=torch.bool, device=s.device)
     offset = (torch.arange(c, device=s.device, dtype=torch.int64).unsqueeze(1) << 32) + 2**31  # keys >= 0
     group_key, order = torch.sort((keys.to(torch.int64) + offset).reshape(-1), stable=True)
     group_key = group_key.view(c, n)
