@@ -3,25 +3,36 @@
 Schedulers preempt jobs with SIGTERM (Slurm, Kubernetes, cloud spot instances), people with Ctrl-C (SIGINT).
 :class:`StopSignals` records the first such signal instead of dying; the training loop asks
 :meth:`StopSignals.requested` after every step. A second Ctrl-C stops at once (the default handler is back).
+
+Schedulers signal the whole process group (Slurm's ``scancel``, GNU ``timeout``, ``kill -TERM -PGID``), DataLoader
+workers included. A worker killed by SIGTERM makes the main process fail at its next batch, before it can save
+anything, so the workers of :class:`StopSafeLoader` ignore SIGTERM and SIGINT and leave the decision to the main
+process; they still end with it (their loader shuts them down, or PyTorch's watchdog sees the parent gone).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from functools import partial
 from types import FrameType, TracebackType
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 from mlcl.distributed import is_distributed
 
-__all__ = ["EXIT_STATUS", "StopSignals"]
+__all__ = ["EXIT_STATUS", "StopSafeLoader", "StopSignals"]
 
 #: Exit status of ``mlcl train`` after a graceful stop: 130 for SIGINT (as a shell reports Ctrl-C), 75
 #: (``EX_TEMPFAIL``: a temporary failure, try again) for SIGTERM, which a job script can requeue on.
 EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 75}
+
+#: The signals a graceful stop handles; DataLoader workers ignore them (the main process decides).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class StopSignals:
@@ -80,3 +91,40 @@ def _collective_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+class StopSafeLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` whose worker processes ignore SIGTERM and SIGINT.
+
+    A signal sent to the process group reaches the workers too; PyTorch's workers die of SIGTERM (and return on
+    SIGINT), and the main process then fails with "DataLoader worker (pid N) is killed by signal" at its next batch,
+    with no checkpoint written. Here the workers ignore both signals, so the main process finishes its step (and
+    any evaluation under way) with its workers and stops as :class:`StopSignals` says. The signals are blocked
+    while the workers start (they inherit the blocked mask until their ``worker_init_fn`` has set them to be
+    ignored, which discards one already pending), so a signal that arrives during the fork is not lost by the main
+    process (it is delivered once the mask is restored) and kills no worker.
+
+    The keyword ``worker_init_fn`` is honoured: it runs after the signals are set to be ignored.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        user_init = kwargs.pop("worker_init_fn", None)
+        super().__init__(*args, worker_init_fn=partial(_ignore_stop_signals, user_init), **kwargs)
+
+    def __iter__(self) -> Any:
+        if self.num_workers == 0 or threading.current_thread() is not threading.main_thread():
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()  # the workers start here (or at the first batch with persistent workers)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _ignore_stop_signals(user_init: Callable[[int], None] | None, worker_id: int) -> None:
+    """A DataLoader worker's first step: ignore the stop signals (discarding a pending one), then unblock them."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if user_init is not None:
+        user_init(worker_id)

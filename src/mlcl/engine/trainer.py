@@ -66,7 +66,7 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
     With ``train.method=mulcon`` the two MulCon stages run one after the other in ``RUN/stage1`` and
     ``RUN/stage2``. A new run refuses a folder that already holds files unless ``run.overwrite``; without
     ``run.out`` it gets a fresh folder ``runs/<UTC time>-<random>``, created atomically. A run that fails
-    before writing any checkpoint leaves no folder behind.
+    before training starts leaves no folder behind; one that fails later keeps what it wrote.
 
     SIGTERM and SIGINT end the current step, write a resumable ``last.pt`` (mid-epoch) and raise
     :class:`~mlcl.errors.TrainingInterrupted`; ``train.checkpoint_every`` also writes one periodically.
@@ -93,15 +93,26 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
             return _fit_mulcon(cfg, device, run_dir)
         return fit_stage(cfg, device, run_dir, resume=resume is not None)
     except BaseException:
-        if created and is_main_process() and run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable was written: leave no folder
+        if created and is_main_process() and run_dir.is_dir() and not _started(run_dir, cfg):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start: leave no folder
         raise
+
+
+def _started(run_dir: Path, cfg: Config) -> bool:
+    """Whether a stage of the run in ``run_dir`` started training (its ``config.yaml`` is written after the build).
+
+    A run that fails after its start keeps its folder (configuration, log, checkpoints: what it wrote); a failed
+    start (bad data, a bad option found while building) leaves none. MulCon's own ``config.yaml`` is written
+    before its first stage is built, so there a stage's counts.
+    """
+    stages = [run_dir / "stage1", run_dir / "stage2"] if cfg.train.method == "mulcon" else [run_dir]
+    return any((stage / "config.yaml").is_file() for stage in stages) or any(run_dir.rglob("*.pt"))
 
 
 #: What a run writes into its folder (removed by ``run.overwrite``; anything else in the folder is kept).
 RUN_OUTPUTS = (
     "config.yaml", "log.jsonl", "metrics.json", "best.pt", "last.pt", "split.json", "missing.json",
-    "probe.json", "tb", "stage1", "stage2", "test_scores.npz", "train_labels.npz", "report.html",
+    "probe.json", "freeze.json", "tb", "stage1", "stage2", "test_scores.npz", "train_labels.npz", "report.html",
 )  # fmt: skip
 
 
@@ -235,7 +246,7 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
     if saved is not None:
         cfg = _stage_config(saved, cfg, run_dir / "last.pt")
     resumed_split = load_split(run_dir / "split.json") if saved and (run_dir / "split.json").is_file() else None
-    t = build_training(cfg, device, fresh=saved is None, saved_split=resumed_split)
+    t = build_training(cfg, device, fresh=saved is None, saved_split=resumed_split, run_dir=run_dir)
     cfg = t.cfg
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +257,8 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
         save_split(run_dir / "split.json", t.data.train.ids, t.data.val.ids)
     if t.probe is not None:
         run_log.json("probe.json", t.probe)
+    if t.frozen is not None:  # the frozen trunk's cache (build_s is added once it is filled)
+        run_log.json("freeze.json", t.frozen.report())
     state = TrainState(cfg, t.class_names, t.model, t.ema, t.optimizer, t.scheduler, t.scaler, t.objective)
     if saved is not None:
         state.restore(saved)
@@ -278,6 +291,8 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
             run_log.end_epoch(record)
             if stop.poll()[0] and epoch + 1 < last_epoch:
                 _interrupted(stop, run_dir, epoch + 1, state)
+    if t.frozen is not None and t.frozen.build_s is not None:
+        run_log.json("freeze.json", t.frozen.report())
     run_log.close()
     if get_world_size() > 1:
         dist.barrier()
