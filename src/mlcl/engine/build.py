@@ -34,6 +34,7 @@ from mlcl.engine.amp import AmpSettings, amp_settings
 from mlcl.engine.config import Config, HeadInit
 from mlcl.engine.objective import Objective
 from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_args, lr_multiplier, param_groups
+from mlcl.engine.signals import StopSafeLoader
 from mlcl.errors import CheckpointError, ConfigError
 from mlcl.models.classifier import MultiLabelClassifier, Projection, check_classifier_args
 from mlcl.models.factory import create_model
@@ -627,14 +628,15 @@ def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, wo
 
     The :class:`~mlcl.data.sampler.ResumableSampler` shuffles and drops the last partial batch when training;
     the loader's own generator means that making an iterator draws nothing from torch's global stream (a run
-    resumed mid-epoch continues that stream exactly).
+    resumed mid-epoch continues that stream exactly). Its workers ignore SIGTERM and SIGINT
+    (:class:`~mlcl.engine.signals.StopSafeLoader`): a signal to the process group stops the run gracefully.
 
     Multi-view datasets are collated view-major by :func:`mlcl.data.dataset.collate_views`.
     """
     sampler = ResumableSampler(
         ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=train, seed=seed, drop_last=train
     )
-    return DataLoader(
+    return StopSafeLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
