@@ -595,6 +595,49 @@ def test_compute_metrics_errors() -> None:
         compute_metrics(probs * 4 - 2, targets, None)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_arrays_are_accepted_like_scikit_learn(dtype: type) -> None:
+    """NumPy scores and targets (as scikit-learn takes them) give the tensors' results; sklearn is the reference."""
+    probs_t, targets_t = make_case("random_f64")
+    probs, targets = probs_t.numpy().astype(dtype), targets_t.numpy()
+    as_tensor = torch.from_numpy(probs)
+    ref = ref_ap_sklearn(as_tensor, targets_t)
+    ap = average_precision(probs, targets)
+    assert isinstance(ap, torch.Tensor)
+    _assert_ap_close(ap, ref, ap.dtype)
+    assert float(mean_average_precision(probs, targets)) == pytest.approx(np.nanmean(ref), abs=1e-6)
+    # a non-contiguous, read-only view and a plain list of lists are read too
+    view = np.asfortranarray(probs)
+    view.flags.writeable = False
+    torch.testing.assert_close(mean_average_precision(view, targets), mean_average_precision(as_tensor, targets_t))
+    torch.testing.assert_close(
+        mean_average_precision(probs.tolist(), targets.tolist()),
+        mean_average_precision(as_tensor, targets_t),  # Python floats read as float64
+        check_dtype=False,
+    )
+    for key, value in threshold_metrics(probs, targets, top_k=2).items():
+        assert float(value) == pytest.approx(float(threshold_metrics(as_tensor, targets_t, top_k=2)[key]), abs=1e-12)
+    assert unpredicted_classes(probs, targets, None, threshold=0.97) == unpredicted_classes(
+        as_tensor, targets_t, None, threshold=0.97
+    )
+    assert compute_metrics(probs, targets, None) == compute_metrics(as_tensor, targets_t, None)
+    acc = MetricAccumulator(probs.shape[1])
+    acc.update(probs, targets, np.arange(len(probs)))
+    assert acc.compute() == compute_metrics(as_tensor, targets_t, None)
+
+
+def test_non_numeric_inputs_name_what_is_expected() -> None:
+    probs, targets = make_case("random_f32")
+    with pytest.raises(TypeError, match=r"`scores` must hold floating-point values .*NumPy array.*int64"):
+        mean_average_precision(targets.numpy(), targets)
+    with pytest.raises(TypeError, match=r"`scores` must be a torch.Tensor or a NumPy array of numbers.*<U"):
+        mean_average_precision(np.array([["a", "b"]]), targets[:1, :2])
+    with pytest.raises(TypeError, match=r"`targets` must be a torch.Tensor or a NumPy array, got list"):
+        average_precision(probs[:2, :2], [[1, 0], [0]])
+    with pytest.raises(TypeError, match=r"`scores` must hold floating-point values"):
+        MetricAccumulator(6).update(targets.numpy(), targets, range(len(targets)))
+
+
 def test_input_validation_messages() -> None:
     probs, targets = make_case("random_f32")
     bad = probs.clone()

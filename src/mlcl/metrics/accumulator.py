@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mlcl.distributed import all_gather_nograd, dedupe_by_index, is_distributed
-from mlcl.metrics.functional import APVariant, compute_metrics
+from mlcl.metrics.functional import APVariant, ArrayOrTensor, _as_tensor, compute_metrics
 from mlcl.targets import check_targets
 
 __all__ = ["MetricAccumulator"]
@@ -64,20 +64,23 @@ class MetricAccumulator:
         self._targets.clear()
         self._indices.clear()
 
-    def update(self, scores: Tensor, targets: Tensor, indices: Tensor | Sequence[int]) -> None:
+    def update(self, scores: ArrayOrTensor, targets: ArrayOrTensor, indices: Tensor | Sequence[int]) -> None:
         """Add a batch of rows.
 
         Args:
-            scores: ``(B, C)`` floating scores; pass probabilities (``sigmoid(logits)``) if the thresholded
-                metrics of :meth:`compute` are wanted.
-            targets: ``(B, C)`` in {1, 0, -1}.
+            scores: ``(B, C)`` floating scores (tensor or NumPy array); pass probabilities (``sigmoid(logits)``)
+                if the thresholded metrics of :meth:`compute` are wanted.
+            targets: ``(B, C)`` in {1, 0, -1} (tensor or NumPy array).
             indices: ``(B,)`` global dataset indices of the rows (the same sample must always get the same index).
 
         Raises:
             ValueError: On shape mismatches, a wrong number of columns, bad target values or negative indices.
         """
-        if not isinstance(scores, Tensor) or not scores.is_floating_point():
-            raise TypeError(f"`scores` must be a floating-point tensor, got {getattr(scores, 'dtype', type(scores))}")
+        scores, targets = _as_tensor(scores, name="scores"), _as_tensor(targets, name="targets")
+        if not scores.is_floating_point():
+            raise TypeError(
+                f"`scores` must hold floating-point values (a float torch.Tensor or NumPy array), got {scores.dtype}"
+            )
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(f"`scores` must have shape (B, {self.num_classes}), got {tuple(scores.shape)}")
         check_targets(targets, validate_values=self.validate_args)

@@ -2,8 +2,10 @@
 
 Conventions shared by every function here:
 
-* ``scores`` / ``probs`` are ``(N, C)`` floating tensors (``N`` images, ``C`` classes). Average precision is
-  rank-based, so logits and probabilities give the same AP; thresholded metrics take probabilities.
+* ``scores`` / ``probs`` are ``(N, C)`` floating tensors (``N`` images, ``C`` classes), or NumPy arrays (any
+  ``numpy.asarray`` input: read as tensors without a copy where possible, as scikit-learn users pass them; the
+  results are tensors all the same). Average precision is rank-based, so logits and probabilities give the same
+  AP; thresholded metrics take probabilities.
 * ``targets`` are ``(N, C)`` in {1, 0, -1} (see :mod:`mlcl.targets`). Entries with ``-1`` (unknown) are
   **ignored everywhere**: they are neither positives nor negatives, they never occupy a rank, a top-k slot or a
   prediction, and changing the score of an unknown entry changes no metric.
@@ -32,6 +34,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, get_args
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -41,6 +45,7 @@ from mlcl.targets import POS, UNK, check_targets
 __all__ = [
     "AP_VARIANTS",
     "APVariant",
+    "ArrayOrTensor",
     "average_precision",
     "compute_metrics",
     "mean_average_precision",
@@ -58,6 +63,9 @@ AP_VARIANTS: tuple[str, ...] = get_args(APVariant)
 * ``"mlgcn"``: ``AveragePrecisionMeter`` of ML-GCN (MulCon, HCP-MLR-PL): precision at each positive's rank after a
   stable descending sort, ties not grouped.
 """
+
+ArrayOrTensor = Tensor | npt.ArrayLike
+"""What the metric functions take as scores and targets: a torch tensor or a NumPy array (or array-like)."""
 
 _TOP_K_IN_REPORT = 3
 
@@ -107,20 +115,47 @@ def _check_target_values(targets: Tensor) -> None:
         check_targets(targets)  # raises, listing the offending values
 
 
-def _check_scores_targets(scores: Tensor, targets: Tensor, *, name: str = "scores") -> None:
-    if not isinstance(scores, Tensor) or not scores.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got {getattr(scores, 'dtype', type(scores))}")
-    if scores.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (N, C), got {tuple(scores.shape)}")
-    _check_target_values(targets)
-    if targets.shape != scores.shape:
-        raise ValueError(f"`targets` must have the shape of `{name}` {tuple(scores.shape)}, got {tuple(targets.shape)}")
-    if targets.device != scores.device:
-        raise ValueError(f"`targets` is on {targets.device} but `{name}` is on {scores.device}")
+def _as_tensor(x: ArrayOrTensor, *, name: str) -> Tensor:
+    """``x`` as a tensor: a tensor as is, a NumPy array (or anything ``numpy.asarray`` takes) shared where possible.
+
+    Raises:
+        TypeError: When ``x`` is neither a tensor nor an array of numbers (booleans, integers, floats).
+    """
+    if isinstance(x, Tensor):
+        return x
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"`{name}` must be a torch.Tensor or a NumPy array, got {type(x).__name__}: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor or a NumPy array of numbers, got {type(x).__name__} of dtype {arr.dtype}"
+        )
+    if not arr.flags.writeable or not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # a writeable native-order copy (torch reads no other)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _scores_targets(scores: ArrayOrTensor, targets: ArrayOrTensor, *, name: str = "scores") -> tuple[Tensor, Tensor]:
+    """Both as tensors (:func:`_as_tensor`), validated: ``(N, C)`` floating scores, targets of the same shape."""
+    s, t = _as_tensor(scores, name=name), _as_tensor(targets, name="targets")
+    if not s.is_floating_point():
+        kind = "tensor" if isinstance(scores, Tensor) else f"{type(scores).__name__} read as a tensor"
+        raise TypeError(
+            f"`{name}` must hold floating-point values (a float torch.Tensor or NumPy array), got a {kind} of {s.dtype}"
+        )
+    if s.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (N, C), got {tuple(s.shape)}")
+    _check_target_values(t)
+    if t.shape != s.shape:
+        raise ValueError(f"`targets` must have the shape of `{name}` {tuple(s.shape)}, got {tuple(t.shape)}")
+    if t.device != s.device:
+        raise ValueError(f"`targets` is on {t.device} but `{name}` is on {s.device}")
     # one reduction first: the sum is NaN if any score is NaN (or if +inf and -inf meet, hence the exact recount)
-    if scores.numel() > 0 and bool(torch.isnan(scores.sum())) and bool(torch.isnan(scores).any()):
-        n_bad = int(torch.isnan(scores).sum())
+    if s.numel() > 0 and bool(torch.isnan(s.sum())) and bool(torch.isnan(s).any()):
+        n_bad = int(torch.isnan(s).sum())
         raise ValueError(f"`{name}` contains {n_bad} NaN value(s); metrics need comparable scores")
+    return s, t
 
 
 def _check_probs(probs: Tensor, *, name: str = "probs") -> None:
@@ -365,7 +400,7 @@ def _average_precision64(scores: Tensor, targets: Tensor, variant: str) -> Tenso
 
 
 @_single_threaded
-def average_precision(scores: Tensor, targets: Tensor, *, variant: APVariant = "nonint") -> Tensor:
+def average_precision(scores: ArrayOrTensor, targets: ArrayOrTensor, *, variant: APVariant = "nonint") -> Tensor:
     r"""Per-class average precision, ignoring unknown (``-1``) entries.
 
     For class ``c`` let the observed entries (``targets[:, c] != -1``) be ranked by decreasing score, ``P`` be
@@ -388,8 +423,9 @@ def average_precision(scores: Tensor, targets: Tensor, *, variant: APVariant = "
       Ties are *not* grouped, so the value depends on row order when positives tie with negatives.
 
     Args:
-        scores: ``(N, C)`` floating scores (logits or probabilities; only their order matters). NaN is rejected.
-        targets: ``(N, C)`` in {1, 0, -1}.
+        scores: ``(N, C)`` floating scores, a tensor or a NumPy array (logits or probabilities; only their order
+            matters). NaN is rejected.
+        targets: ``(N, C)`` in {1, 0, -1}, a tensor or a NumPy array.
         variant: One of :data:`AP_VARIANTS`.
 
     Returns:
@@ -406,14 +442,14 @@ def average_precision(scores: Tensor, targets: Tensor, *, variant: APVariant = "
         tensor([0.8333])
     """
     _check_variant(variant)
-    _check_scores_targets(scores, targets)
+    scores, targets = _scores_targets(scores, targets)
     return _average_precision64(scores, targets, variant).to(_result_dtype(scores.dtype))
 
 
 @_single_threaded
 def mean_average_precision(
-    scores: Tensor,
-    targets: Tensor,
+    scores: ArrayOrTensor,
+    targets: ArrayOrTensor,
     *,
     variant: APVariant = "nonint",
     class_names: Sequence[str] | None = None,
@@ -425,8 +461,8 @@ def mean_average_precision(
     else by column index).
 
     Args:
-        scores: ``(N, C)`` floating scores.
-        targets: ``(N, C)`` in {1, 0, -1}.
+        scores: ``(N, C)`` floating scores (tensor or NumPy array).
+        targets: ``(N, C)`` in {1, 0, -1} (tensor or NumPy array).
         variant: One of :data:`AP_VARIANTS`.
         class_names: Optional ``C`` names used in the warning.
 
@@ -439,7 +475,7 @@ def mean_average_precision(
         tensor(1.)
     """
     _check_variant(variant)
-    _check_scores_targets(scores, targets)
+    scores, targets = _scores_targets(scores, targets)
     names = _class_labels(class_names, scores.shape[1])
     ap = _average_precision64(scores, targets, variant)
     valid = ~torch.isnan(ap)
@@ -526,7 +562,7 @@ def _threshold_metrics64(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor
 
 @_single_threaded
 def threshold_metrics(
-    probs: Tensor, targets: Tensor, *, threshold: float = 0.5, top_k: int | None = None
+    probs: ArrayOrTensor, targets: ArrayOrTensor, *, threshold: float = 0.5, top_k: int | None = None
 ) -> dict[str, Tensor]:
     r"""Per-class (C*) and overall (O*) precision, recall and F1 of thresholded predictions.
 
@@ -548,8 +584,9 @@ def threshold_metrics(
     Every ratio with a zero denominator is 0, so all values lie in [0, 1]; with no class in ``V`` the C* values are 0.
 
     Args:
-        probs: ``(N, C)`` probabilities in [0, 1] (values outside raise, which catches logits passed by mistake).
-        targets: ``(N, C)`` in {1, 0, -1}.
+        probs: ``(N, C)`` probabilities in [0, 1] (values outside raise, which catches logits passed by mistake);
+            tensor or NumPy array.
+        targets: ``(N, C)`` in {1, 0, -1} (tensor or NumPy array).
         threshold: A prediction is positive when ``prob >= threshold``.
         top_k: Optional ``k >= 1``; ``k >= C`` means no restriction.
 
@@ -563,7 +600,7 @@ def threshold_metrics(
         >>> round(float(m["CP"]), 4), round(float(m["OR"]), 4)
         (0.75, 1.0)
     """
-    _check_scores_targets(probs, targets, name="probs")
+    probs, targets = _scores_targets(probs, targets, name="probs")
     _check_probs(probs)
     thr = _check_threshold(threshold)
     k = _check_top_k(top_k)
@@ -576,7 +613,7 @@ def threshold_metrics(
 
 
 def unpredicted_classes(
-    probs: Tensor, targets: Tensor, class_names: Sequence[str] | None, *, threshold: float = 0.5
+    probs: ArrayOrTensor, targets: ArrayOrTensor, class_names: Sequence[str] | None, *, threshold: float = 0.5
 ) -> list[str]:
     """The classes that have an observed positive but no observed entry predicted positive at ``threshold``.
 
@@ -585,7 +622,7 @@ def unpredicted_classes(
     the model's scores (per-class thresholds: :mod:`mlcl.calibration`), or of a model that collapsed.
 
     Args:
-        probs: ``(N, C)`` probabilities in [0, 1].
+        probs: ``(N, C)`` probabilities in [0, 1] (tensor or NumPy array).
         targets: ``(N, C)`` in {1, 0, -1}; unknown entries are never predicted.
         class_names: ``C`` names (``None``: the column indices as strings).
         threshold: A prediction is positive when ``prob >= threshold``.
@@ -597,7 +634,7 @@ def unpredicted_classes(
         >>> unpredicted_classes(torch.tensor([[0.9, 0.3], [0.1, 0.4]]), torch.tensor([[1, 1], [0, -1]]), ["a", "b"])
         ['b']
     """
-    _check_scores_targets(probs, targets, name="probs")
+    probs, targets = _scores_targets(probs, targets, name="probs")
     _check_probs(probs)
     thr = _check_threshold(threshold)
     t = targets.detach()
@@ -614,8 +651,8 @@ def unpredicted_classes(
 
 @_single_threaded
 def compute_metrics(
-    scores_probs: Tensor,
-    targets: Tensor,
+    scores_probs: ArrayOrTensor,
+    targets: ArrayOrTensor,
     class_names: Sequence[str] | None,
     *,
     threshold: float = 0.5,
@@ -624,7 +661,8 @@ def compute_metrics(
     """The evaluation report: mAP, thresholded metrics at ``threshold``, their top-3 versions, per-class AP.
 
     Args:
-        scores_probs: ``(N, C)`` probabilities in [0, 1] (used both for ranking and for thresholding).
+        scores_probs: ``(N, C)`` probabilities in [0, 1] (used both for ranking and for thresholding); tensor or
+            NumPy array.
         targets: ``(N, C)`` in {1, 0, -1}; ``-1`` entries are ignored by every metric.
         class_names: ``C`` unique names (``None``: the column indices as strings).
         threshold: Threshold of the thresholded metrics (``prob >= threshold``).
@@ -641,7 +679,7 @@ def compute_metrics(
         ValueError: On bad inputs, or when no class has an observed positive (the mAP would be undefined).
     """
     _check_variant(ap_variant, name="ap_variant")
-    _check_scores_targets(scores_probs, targets, name="scores_probs")
+    scores_probs, targets = _scores_targets(scores_probs, targets, name="scores_probs")
     _check_probs(scores_probs, name="scores_probs")
     thr = _check_threshold(threshold)
     n, c = scores_probs.shape
