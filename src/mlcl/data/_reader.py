@@ -1,9 +1,22 @@
-"""Steps shared by the dataset readers: the up-front image check and building the returned set."""
+"""The skeleton shared by the dataset readers, and its steps.
+
+Every reader's ``read`` runs the same steps, in this order:
+
+1. check its options (:func:`check_choice`: a :class:`ConfigError` naming the option and its values);
+2. find the annotation file or folder (the reader's own layout rules);
+3. parse it into one row per image: the image paths, their identifiers (:func:`relative_id`), the entry that
+   listed each (``"line 12"``, ``"image id 9"``) and its positive columns;
+4. build the ``(N, C)`` targets (:func:`targets_from_positives`, or the reader's own array);
+5. return :func:`labelset_from_reader`, which runs the up-front image check (:func:`check_image_files`) and
+   builds the :class:`MultiLabelSet`.
+
+Steps 2 and 3 are the reader's; the others are here, so each reader's ``read`` is the list of its steps.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -13,14 +26,18 @@ from PIL import Image
 
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import ConfigError, DataError
+from mlcl.targets import POS
 
 __all__ = [
     "FULL_DECODE_MAX_BYTES",
     "OnMissing",
+    "check_choice",
     "check_image_files",
     "image_problems",
     "labelset_from_reader",
     "origin",
+    "relative_id",
+    "targets_from_positives",
 ]
 
 OnMissing = Literal["error", "skip"]
@@ -28,6 +45,30 @@ OnMissing = Literal["error", "skip"]
 #: The up-front check decodes every image in full when the listed files total at most this many bytes;
 #: above it, only the headers are checked (``PIL`` ``verify``).
 FULL_DECODE_MAX_BYTES = 2 * 1024**3
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    """Raise ``ConfigError("<name> must be 'a', 'b' or 'c', got <value!r>")`` unless ``value`` is a choice."""
+    if value not in choices:
+        quoted = [f"'{c}'" for c in choices]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        raise ConfigError(f"{name} must be {listed}, got {value!r}")
+
+
+def relative_id(path: str, base_abs: str) -> str:
+    """``path`` relative to the folder ``base_abs``, ``/``-separated; its absolute path when it lies outside."""
+    rel = os.path.relpath(os.path.abspath(path), base_abs)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return os.path.abspath(path)
+    return rel.replace(os.sep, "/")
+
+
+def targets_from_positives(positives: Sequence[Iterable[int]], num_classes: int, *, fill: int) -> np.ndarray:
+    """``(N, C)`` int8 targets: ``1`` at each row's positive columns, ``fill`` (``0`` or ``-1``) elsewhere."""
+    targets = np.full((len(positives), num_classes), fill, dtype=np.int8)
+    for n, cols in enumerate(positives):
+        targets[n, sorted(cols)] = POS
+    return targets
 
 
 def _decode(path: str, full: bool) -> str | None:
@@ -110,8 +151,7 @@ def check_image_files(
         DataError: If an image is missing and ``on_missing="error"``, or an existing image does not decode;
             the message gives its path, the entry that listed it and how many listed images are bad in all.
     """
-    if on_missing not in ("error", "skip"):
-        raise ConfigError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    check_choice("on_missing", on_missing, ("error", "skip"))
     exists = os.path.exists
     kept: list[int] = []
     missing: list[int] = []

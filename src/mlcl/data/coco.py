@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlcl.data._reader import OnMissing, labelset_from_reader
+from mlcl.data._reader import OnMissing, check_choice, labelset_from_reader, relative_id
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import POS
@@ -107,30 +107,65 @@ def read(
     """
     if split not in _NATIVE:
         raise ConfigError(f"COCO split must be one of {sorted(_NATIVE)}, got {split!r}")
-    if crowd not in ("positive", "ignore"):
-        raise ConfigError(f"crowd must be 'positive' or 'ignore', got {crowd!r}")
+    check_choice("crowd", crowd, ("positive", "ignore"))
     root = Path(root)
     native = _NATIVE[split]
     ann_path = (
         Path(annotation_file) if annotation_file is not None else root / "annotations" / f"instances_{native}.json"
     )
-    if image_dir is not None:
-        img_dir = Path(image_dir)
-    else:
-        candidates = [root / native, root / "images" / native]
-        img_dir = next((c for c in candidates if c.is_dir()), candidates[0])
-        if check_images and not img_dir.is_dir():
-            raise DataError(f"COCO image folder not found: looked for {' and '.join(str(c) for c in candidates)}")
+    img_dir = Path(image_dir) if image_dir is not None else _image_dir(root, native, check_images)
     data = _load_json(ann_path)
     if not isinstance(data, dict):
         raise DataError(f"{ann_path}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{ann_path}: missing or non-list {key!r} field")
+    cats = _categories(data["categories"], ann_path)
+    image_ids, file_names = _images(data["images"], ann_path)
+    targets, annotated, n_crowd = _annotation_targets(
+        data["annotations"], {iid: k for k, iid in enumerate(image_ids)}, {cid: j for j, (cid, _) in enumerate(cats)},
+        ann_path, ignore_crowd=crowd == "ignore",
+    )  # fmt: skip
+    rows = np.arange(len(file_names)) if keep_unannotated else np.flatnonzero(annotated)
+    img_abs = os.path.abspath(img_dir)
+    rel_dir = relative_id(img_abs, os.path.abspath(root))
+    meta: dict = {
+        "dataset": "coco2014",
+        "split": split,
+        "native_split": native,
+        "annotation_file": str(ann_path),
+        "num_images_in_json": len(file_names),
+        "num_unannotated_excluded": 0 if keep_unannotated else int(len(file_names) - annotated.sum()),
+        "num_crowd_annotations": n_crowd,
+        "crowd": crowd,
+    }
+    return labelset_from_reader(
+        class_names=[name for _, name in cats],
+        targets=targets[rows],
+        items=[os.path.join(img_abs, file_names[r]) for r in rows],
+        ids=[file_names[r] if rel_dir == "." else f"{rel_dir}/{file_names[r]}" for r in rows],
+        source=str(ann_path),
+        meta=meta,
+        check_images=check_images,
+        where=lambda i: f"image id {image_ids[rows[i]]}",
+        on_missing=on_missing,
+    )
 
+
+def _image_dir(root: Path, native: str, check_images: bool) -> Path:
+    """``ROOT/<native>``, else ``ROOT/images/<native>`` (DataError when neither exists and images are checked)."""
+    candidates = [root / native, root / "images" / native]
+    img_dir = next((c for c in candidates if c.is_dir()), candidates[0])
+    if check_images and not img_dir.is_dir():
+        raise DataError(f"COCO image folder not found: looked for {' and '.join(str(c) for c in candidates)}")
+    return img_dir
+
+
+def _categories(entries: list[Any], ann_path: Path) -> list[tuple[int, str]]:
+    """``(id, name)`` of every category, sorted by id (the columns); ids and names must be unique."""
     cats = []
     cat_seen: dict[int, int] = {}
-    for k, c in enumerate(data["categories"]):
+    for k, c in enumerate(entries):
         cid = _field(c, "id", int, ann_path, f"categories[{k}]")
         name = _field(c, "name", str, ann_path, f"categories[{k}] (id {cid})")
         if cid in cat_seen:
@@ -144,12 +179,15 @@ def read(
     if len(set(class_names)) != len(class_names):
         dup = next(n for n in class_names if class_names.count(n) > 1)
         raise DataError(f"{ann_path}: category name {dup!r} is used by two category ids")
-    col_of = {cid: j for j, (cid, _) in enumerate(cats)}
+    return cats
 
+
+def _images(entries: list[Any], ann_path: Path) -> tuple[list[int], list[str]]:
+    """The image ids and file names, in the json's order; ids must be unique."""
     file_names: list[str] = []
     row_of: dict[int, int] = {}
     image_ids: list[int] = []
-    for k, im in enumerate(data["images"]):
+    for k, im in enumerate(entries):
         iid = _field(im, "id", int, ann_path, f"images[{k}]")
         fname = _field(im, "file_name", str, ann_path, f"images[{k}] (id {iid})")
         if iid in row_of:
@@ -157,12 +195,17 @@ def read(
         row_of[iid] = k
         image_ids.append(iid)
         file_names.append(fname)
+    return image_ids, file_names
 
-    targets = np.zeros((len(file_names), len(cats)), dtype=np.int8)
-    annotated = np.zeros(len(file_names), dtype=bool)
+
+def _annotation_targets(
+    entries: list[Any], row_of: dict[int, int], col_of: dict[int, int], ann_path: Path, *, ignore_crowd: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(targets (N, C) int8, annotated (N,) bool, crowd count)``: 1 where an image has an annotation of a class."""
+    targets = np.zeros((len(row_of), len(col_of)), dtype=np.int8)
+    annotated = np.zeros(len(row_of), dtype=bool)
     n_crowd = 0
-    ignore_crowd = crowd == "ignore"
-    for k, a in enumerate(data["annotations"]):
+    for k, a in enumerate(entries):
         try:  # fast path; anything unexpected is re-checked below to name the entry at fault
             row = row_of[a["image_id"]]
             col = col_of[a["category_id"]]
@@ -182,35 +225,4 @@ def read(
                 continue
         targets[row, col] = POS
         annotated[row] = True
-
-    rows = np.arange(len(file_names)) if keep_unannotated else np.flatnonzero(annotated)
-    img_abs = os.path.abspath(img_dir)
-    root_abs = os.path.abspath(root)
-    rel_dir = os.path.relpath(img_abs, root_abs).replace(os.sep, "/")
-    if rel_dir == os.pardir or rel_dir.startswith(os.pardir + "/"):
-        rel_dir = img_abs
-    items = [os.path.join(img_abs, file_names[r]) for r in rows]
-    ids = [file_names[r] if rel_dir == "." else f"{rel_dir}/{file_names[r]}" for r in rows]
-    kept_ids = [image_ids[r] for r in rows]
-    targets = targets[rows]
-    meta: dict = {
-        "dataset": "coco2014",
-        "split": split,
-        "native_split": native,
-        "annotation_file": str(ann_path),
-        "num_images_in_json": len(file_names),
-        "num_unannotated_excluded": 0 if keep_unannotated else int(len(file_names) - annotated.sum()),
-        "num_crowd_annotations": n_crowd,
-        "crowd": crowd,
-    }
-    return labelset_from_reader(
-        class_names=class_names,
-        targets=targets,
-        items=items,
-        ids=ids,
-        source=str(ann_path),
-        meta=meta,
-        check_images=check_images,
-        where=lambda i: f"image id {kept_ids[i]}",
-        on_missing=on_missing,
-    )
+    return targets, annotated, n_crowd

@@ -24,13 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from mlcl.data._reader import OnMissing, labelset_from_reader
+from mlcl.data._reader import OnMissing, check_choice, labelset_from_reader, targets_from_positives
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.data.listfile import read_class_names
-from mlcl.errors import ConfigError, DataError
-from mlcl.targets import NEG, POS, UNK
+from mlcl.errors import DataError
+from mlcl.targets import NEG, UNK
 
 __all__ = ["IMG_EXTENSIONS", "SPLITS", "read"]
 
@@ -104,16 +102,49 @@ def read(
     Raises:
         DataError: No class folders, a class folder not in ``class_names``, a missing split folder.
     """
-    if others not in ("negative", "unknown"):
-        raise ConfigError(f"others must be 'negative' or 'unknown', got {others!r}")
-    if merge not in ("auto", "name", "none"):
-        raise ConfigError(f"merge must be 'auto', 'name' or 'none', got {merge!r}")
+    check_choice("others", others, ("negative", "unknown"))
+    check_choice("merge", merge, ("auto", "name", "none"))
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     folder = _split_folder(root, split)
     data_dir = folder if folder is not None else root
-    if folder is not None:
+    names = _columns(root, data_dir, folder is not None, class_names)
+    exts = tuple(e.lower() for e in extensions)
+    images = _Images(merge)
+    for c, name in enumerate(names):
+        if (data_dir / name).is_dir():
+            for path in _list_images(data_dir / name, exts):
+                images.add(path, c)
+    root_abs = os.path.abspath(root)
+    ids = [os.path.relpath(p, root_abs).replace(os.sep, "/") for p in images.items]
+    meta: dict = {
+        "dataset": "folder",
+        "split": split,
+        "split_folder": str(folder) if folder is not None else None,
+        "num_files": images.n_files,
+        "num_merged": images.n_files - len(images.items),
+        "merge": merge,
+        "others": others,
+    }
+    return labelset_from_reader(
+        class_names=names,
+        targets=targets_from_positives(images.classes, len(names), fill=NEG if others == "negative" else UNK),
+        items=images.items,
+        ids=ids,
+        source=str(data_dir),
+        meta=meta,
+        check_images=check_images,
+        where=ids.__getitem__,
+        on_missing=on_missing,
+    )
+
+
+def _columns(
+    root: Path, data_dir: Path, has_splits: bool, class_names: str | os.PathLike[str] | Sequence[str] | None
+) -> list[str]:
+    """The class names: the given ones (every class folder must be among them), else the sorted folder names."""
+    if has_splits:
         found = sorted({c for d in _SPLIT_DIRS if (root / d).is_dir() for c in _class_dirs(root / d)})
     else:
         found = _class_dirs(root)
@@ -126,71 +157,52 @@ def read(
         names = found
     if not names:
         raise DataError(f"{data_dir}: no class folders found (expected {data_dir}/<class>/<image>)")
-    exts = tuple(e.lower() for e in extensions)
+    return names
 
-    group_of_inode: dict[tuple[int, int], int] = {}
-    groups_by_name: dict[str, list[int]] = {}
-    items: list[str] = []
-    classes: list[set[int]] = []
-    n_files = 0
-    for c, name in enumerate(names):
-        class_dir = data_dir / name
-        if not class_dir.is_dir():
-            continue
-        for path in _list_images(class_dir, exts):
-            n_files += 1
-            base = os.path.basename(path)
-            group = None
-            key = None
-            if merge == "name":
-                same = groups_by_name.get(base)
-                group = same[0] if same else None
-            elif merge == "auto":
+
+class _Images:
+    """The rows being collected: one per image, merging files by the ``merge`` rule (module docstring)."""
+
+    def __init__(self, merge: str) -> None:
+        self.merge = merge
+        self.items: list[str] = []  # absolute path of each row's first file
+        self.classes: list[set[int]] = []  # each row's class columns
+        self.n_files = 0
+        self._by_inode: dict[tuple[int, int], int] = {}
+        self._by_name: dict[str, list[int]] = {}
+
+    def add(self, path: str, column: int) -> None:
+        """Add the file ``path`` found in the folder of class ``column``."""
+        self.n_files += 1
+        base = os.path.basename(path)
+        group, key = self._same_image(path, base)
+        if group is None:
+            group = len(self.items)
+            self.items.append(os.path.abspath(path))
+            self.classes.append(set())
+            self._by_name.setdefault(base, []).append(group)
+        if key is not None:
+            self._by_inode.setdefault(key, group)
+        self.classes[group].add(column)
+
+    def _same_image(self, path: str, base: str) -> tuple[int | None, tuple[int, int] | None]:
+        """The row ``path`` merges into (``None``: a new image) and its ``(device, inode)`` key (``"auto"``)."""
+        if self.merge == "name":
+            same = self._by_name.get(base)
+            return (same[0] if same else None), None
+        if self.merge != "auto":
+            return None, None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None, None
+        key = (st.st_dev, st.st_ino)
+        group = self._by_inode.get(key)
+        if group is None:
+            for g in self._by_name.get(base, ()):
                 try:
-                    st = os.stat(path)
-                    key = (st.st_dev, st.st_ino)
+                    if os.path.getsize(self.items[g]) == st.st_size and filecmp.cmp(self.items[g], path, shallow=False):
+                        return g, key
                 except OSError:
-                    st = None
-                group = group_of_inode.get(key) if key is not None else None
-                if group is None and st is not None:
-                    for g in groups_by_name.get(base, ()):
-                        try:
-                            if os.path.getsize(items[g]) == st.st_size and filecmp.cmp(items[g], path, shallow=False):
-                                group = g
-                                break
-                        except OSError:
-                            continue
-            if group is None:
-                group = len(items)
-                items.append(os.path.abspath(path))
-                classes.append(set())
-                groups_by_name.setdefault(base, []).append(group)
-            if key is not None:
-                group_of_inode.setdefault(key, group)
-            classes[group].add(c)
-
-    targets = np.full((len(items), len(names)), NEG if others == "negative" else UNK, dtype=np.int8)
-    for n, cs in enumerate(classes):
-        targets[n, sorted(cs)] = POS
-    root_abs = os.path.abspath(root)
-    ids = [os.path.relpath(p, root_abs).replace(os.sep, "/") for p in items]
-    meta: dict = {
-        "dataset": "folder",
-        "split": split,
-        "split_folder": str(folder) if folder is not None else None,
-        "num_files": n_files,
-        "num_merged": n_files - len(items),
-        "merge": merge,
-        "others": others,
-    }
-    return labelset_from_reader(
-        class_names=names,
-        targets=targets,
-        items=items,
-        ids=ids,
-        source=str(data_dir),
-        meta=meta,
-        check_images=check_images,
-        where=ids.__getitem__,
-        on_missing=on_missing,
-    )
+                    continue
+        return group, key

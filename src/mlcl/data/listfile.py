@@ -20,13 +20,20 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from mlcl._io import atomic_write_text
-from mlcl.data._reader import OnMissing, labelset_from_reader
+from mlcl.data._reader import (
+    OnMissing,
+    check_choice,
+    labelset_from_reader,
+    relative_id,
+    targets_from_positives,
+)
 from mlcl.data.labelset import MultiLabelSet
 from mlcl.errors import ConfigError, DataError
 from mlcl.targets import NEG, POS, UNK
@@ -103,13 +110,6 @@ def _find_list_file(root: Path, split: str | None, file: str | os.PathLike[str] 
     raise DataError(f"no list file for split {split!r} in {root} (looked for {', '.join(names)})")
 
 
-def _relative_id(path: str, base_abs: str) -> str:
-    rel = os.path.relpath(os.path.abspath(path), base_abs)
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return os.path.abspath(path)
-    return rel.replace(os.sep, "/")
-
-
 def _parse_index(token: str, accept_float_indices: bool) -> int | None:
     try:
         return int(token)
@@ -172,14 +172,39 @@ def read(
         DataError: A line without a comma, an empty path, a bad or out-of-range index, a duplicate
             image, a missing image; the message names the file and the line number.
     """
-    if unlisted not in ("negative", "unknown"):
-        raise ConfigError(f"unlisted must be 'negative' or 'unknown', got {unlisted!r}")
-    if duplicates not in ("error", "merge"):
-        raise ConfigError(f"duplicates must be 'error' or 'merge', got {duplicates!r}")
+    check_choice("unlisted", unlisted, ("negative", "unknown"))
+    check_choice("duplicates", duplicates, ("error", "merge"))
     path = _find_list_file(Path(root), split, file)
-    base = Path(image_root) if image_root is not None else path.parent
-    base_abs = os.path.abspath(base)
+    base_abs = os.path.abspath(Path(image_root) if image_root is not None else path.parent)
+    names = _given_class_names(path, class_names, num_classes)
+    listed = _parse_list(path, len(names) if names is not None else num_classes, accept_float_indices, duplicates)
+    if names is None:
+        names = [str(c) for c in range(num_classes or _inferred_num_classes(path, listed.positives))]
+    targets = targets_from_positives(listed.positives, len(names), fill=NEG if unlisted == "negative" else UNK)
+    meta: dict = {
+        "dataset": "list",
+        "split": split,
+        "list_file": str(path),
+        "image_root": base_abs,
+        "unlisted": unlisted,
+    }
+    return labelset_from_reader(
+        class_names=names,
+        targets=targets,
+        items=[p if os.path.isabs(p) else os.path.join(base_abs, p) for p in listed.ids],
+        ids=[relative_id(p, base_abs) if os.path.isabs(p) else p for p in listed.ids],
+        source=str(path),
+        meta=meta,
+        check_images=check_images,
+        where=lambda i: f"line {listed.lines[i]}",
+        on_missing=on_missing,
+    )
 
+
+def _given_class_names(
+    path: Path, class_names: str | os.PathLike[str] | Sequence[str] | None, num_classes: int | None
+) -> list[str] | None:
+    """The class names given (or ``classes.txt`` next to the list file), checked against ``num_classes``."""
     names: list[str] | None = None
     if class_names is not None:
         names = read_class_names(class_names)
@@ -189,16 +214,27 @@ def read(
         raise ConfigError(f"num_classes={num_classes} but {len(names)} class names were given")
     if num_classes is not None and num_classes <= 0:
         raise ConfigError(f"num_classes must be positive, got {num_classes}")
-    n_classes = len(names) if names is not None else num_classes
+    return names
 
+
+@dataclass
+class _Listed:
+    """The images of a list file in order of first appearance: path as listed, positive columns, line."""
+
+    ids: list[str] = field(default_factory=list)
+    positives: list[list[int]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+
+def _parse_list(
+    path: Path, n_classes: int | None, accept_float_indices: bool, duplicates: Literal["error", "merge"]
+) -> _Listed:
+    """Parse every ``<image path>,<i> <j> ...`` line (blank lines skipped); DataError naming the line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read list file {path}: {e}") from e
-
-    ids: list[str] = []
-    rows: list[list[int]] = []
-    line_of: list[int] = []
+    listed = _Listed()
     index_of: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -210,72 +246,54 @@ def read(
         img = img.strip().replace("\\", "/")
         if not img:
             raise DataError(f"{path}:{lineno}: empty image path in {line!r}")
-        idx: list[int] = []
-        for token in labels.split():
-            value = _parse_index(token, accept_float_indices)
-            if value is None:
-                hint = (
-                    " (an integral float like '2.' is accepted with accept_float_indices=True)"
-                    if not accept_float_indices and _parse_index(token, True) is not None
-                    else ""
-                )
-                raise DataError(f"{path}:{lineno}: bad class index {token!r} for image {img!r}{hint}")
-            if value < 0 or (n_classes is not None and value >= n_classes):
-                raise DataError(
-                    f"{path}:{lineno}: class index {value} for image {img!r} is outside [0, {n_classes})"
-                    if n_classes is not None
-                    else f"{path}:{lineno}: negative class index {value} for image {img!r}"
-                )
-            idx.append(value)
+        idx = [_class_index(token, path, lineno, img, n_classes, accept_float_indices) for token in labels.split()]
         if img in index_of:
             first = index_of[img]
             if duplicates == "error":
                 raise DataError(
-                    f"{path}:{lineno}: image {img!r} is listed again (first at line {line_of[first]}); "
+                    f"{path}:{lineno}: image {img!r} is listed again (first at line {listed.lines[first]}); "
                     "pass duplicates='merge' to take the union of its labels"
                 )
-            rows[first].extend(idx)
+            listed.positives[first].extend(idx)
             continue
-        index_of[img] = len(ids)
-        ids.append(img)
-        rows.append(idx)
-        line_of.append(lineno)
+        index_of[img] = len(listed.ids)
+        listed.ids.append(img)
+        listed.positives.append(idx)
+        listed.lines.append(lineno)
+    return listed
 
-    if n_classes is None:
-        n_classes = 1 + max((max(r) for r in rows if r), default=-1)
-        if n_classes == 0:
-            raise DataError(f"{path}: no class index found; give num_classes or class_names")
-        warnings.warn(
-            f"{path}: no class names or num_classes given; inferred C={n_classes} from the largest index",
-            stacklevel=2,
+
+def _class_index(
+    token: str, path: Path, lineno: int, img: str, n_classes: int | None, accept_float_indices: bool
+) -> int:
+    """One class index token of line ``lineno``, in ``[0, n_classes)``; DataError naming the line otherwise."""
+    value = _parse_index(token, accept_float_indices)
+    if value is None:
+        hint = (
+            " (an integral float like '2.' is accepted with accept_float_indices=True)"
+            if not accept_float_indices and _parse_index(token, True) is not None
+            else ""
         )
-    if names is None:
-        names = [str(c) for c in range(n_classes)]
+        raise DataError(f"{path}:{lineno}: bad class index {token!r} for image {img!r}{hint}")
+    if value < 0 or (n_classes is not None and value >= n_classes):
+        raise DataError(
+            f"{path}:{lineno}: class index {value} for image {img!r} is outside [0, {n_classes})"
+            if n_classes is not None
+            else f"{path}:{lineno}: negative class index {value} for image {img!r}"
+        )
+    return value
 
-    targets = np.full((len(ids), n_classes), NEG if unlisted == "negative" else UNK, dtype=np.int8)
-    for n, r in enumerate(rows):
-        targets[n, r] = POS
-    items = [p if os.path.isabs(p) else os.path.join(base_abs, p) for p in ids]
-    ids = [_relative_id(p, base_abs) if os.path.isabs(p) else p for p in ids]
 
-    meta: dict = {
-        "dataset": "list",
-        "split": split,
-        "list_file": str(path),
-        "image_root": base_abs,
-        "unlisted": unlisted,
-    }
-    return labelset_from_reader(
-        class_names=names,
-        targets=targets,
-        items=items,
-        ids=ids,
-        source=str(path),
-        meta=meta,
-        check_images=check_images,
-        where=lambda i: f"line {line_of[i]}",
-        on_missing=on_missing,
+def _inferred_num_classes(path: Path, positives: list[list[int]]) -> int:
+    """``C = max index + 1`` when neither names nor a count are given (warns: a never-listed class is lost)."""
+    n_classes = 1 + max((max(r) for r in positives if r), default=-1)
+    if n_classes == 0:
+        raise DataError(f"{path}: no class index found; give num_classes or class_names")
+    warnings.warn(
+        f"{path}: no class names or num_classes given; inferred C={n_classes} from the largest index",
+        stacklevel=3,
     )
+    return n_classes
 
 
 def write(
@@ -324,7 +342,7 @@ def write(
     col_names = cols.astype(str).tolist()
     lines: list[str] = []
     for n, item in enumerate(labelset.items):
-        shown = _relative_id(str(item), base_abs)
+        shown = relative_id(str(item), base_abs)
         if "\n" in shown or "\r" in shown:
             raise DataError(f"row {n}: image path {shown!r} holds a newline and cannot be written to {path}")
         lines.append(f"{shown},{' '.join(col_names[starts[n] : starts[n + 1]])}")
