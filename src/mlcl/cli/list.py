@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlcl.cli._common import plain, verbose_parent
+from mlcl.cli._common import verbose_parent
 
 __all__ = ["add_parser", "run"]
 
@@ -19,15 +19,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return ls
 
 
+def format_losses() -> str:
+    """The table of ``mlcl list losses``: name, what it does with unknown labels, what it is made for, what it does.
+
+    Columns are aligned on the longest entry of each; the notes under the table say how to combine and configure
+    the losses. Read from :data:`mlcl.loss_catalog.LOSS_CATALOG` (no torch).
+    """
+    from mlcl.loss_catalog import LOSS_CATALOG
+
+    header = ("loss", "unknown labels", "made for", "what it does")
+    rows = [header] + [(n, e.unknown, ", ".join(e.made_for), e.summary) for n, e in LOSS_CATALOG.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows]
+    notes = [
+        "",
+        "--loss NAME, or NAME+clml to add CLML (e.g. hill+clml); a loss's options: -o loss.options.KEY=VALUE.",
+        "made for: full = every label known; partial = some labels unknown, known negatives left (drop:R, partial:P);",
+        "single-positive = only positives known (single-positive, keep-half-plus-one, keep-fifth-plus-one).",
+        "unknown labels: ignored = no loss and no gradient; negative = counted as negatives. See docs/losses.md.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
 def run(args: argparse.Namespace) -> None:
     """Print the names asked for, one a line."""
     if args.what == "losses":
-        from mlcl.losses import LOSSES
-
-        for name, cls in LOSSES.items():
-            doc = plain((cls.__doc__ or "").strip().splitlines()[0]) if cls.__doc__ else ""
-            print(f"{name:<10} {doc}")
-        print("(any of them + clml, e.g. hill+clml)")
+        print(format_losses(), end="")
     elif args.what == "protocols":
         from mlcl.data.missing import PROTOCOLS
 

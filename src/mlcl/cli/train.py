@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import TYPE_CHECKING
 
-from mlcl.cli._common import choices, format_metrics_table, verbose_parent
+from mlcl.cli._common import choices, format_metrics_table, verbose_parent, warn
 from mlcl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,72 +47,124 @@ TRAIN_FLAGS: dict[str, str] = {
 }
 
 
+#: Help of each flag of :data:`TRAIN_FLAGS`; ``(default: ...)`` is appended from the configuration's defaults, or
+#: from :data:`_DERIVED` where the default is derived from other settings.
+_HELP: dict[str, str] = {
+    "data": "training data: builtin, a CSV file, or KIND:PATH (`mlcl list datasets`)",
+    "val_data": "validation data",
+    "test_data": "data evaluated once at the end with the best checkpoint (written to metrics.json)",
+    "image_size": "square input size in pixels",
+    "missing": "missing-label protocol applied to the training labels (`mlcl list protocols`)",
+    "views": "augmented views per training image (2 for contrastive training)",
+    "augment": "training augmentation preset",
+    "workers": "DataLoader worker processes",
+    "backbone": "timm model name (`mlcl list backbones PATTERN`)",
+    "weights": "local backbone weights (a timm state dict of this architecture); refused when under 90%% of the "
+    "backbone's tensors match by name and shape, a warning names the others (an mlcl checkpoint: --init-from)",
+    "head": "classifier head: linear (global pool + linear) or mulcon (label-level attention)",
+    "loss": "base loss (`mlcl list losses`), or BASE+clml to add CLML",
+    "reduction": "how the loss reduces over the batch: mean over the counted entries, or sum",
+    "clml_weight": "CLML weight lambda (only with --loss BASE+clml)",
+    "clml_tau": "CLML label-correction threshold (only with --loss BASE+clml)",
+    "contrastive": "contrastive term: label (MulCon's label-level SupCon, --head mulcon) or image (image-level SupCon)",
+    "optimizer": "optimiser",
+    "lr": "peak learning rate of the head (and of the backbone unless --backbone-lr)",
+    "backbone_lr": "peak learning rate of the backbone",
+    "schedule": "learning-rate schedule",
+    "method": "standard: one stage; mulcon: the two MulCon stages (-o mulcon.recipe=default|official)",
+    "epochs": "epochs; with --method mulcon: the length of stage 1, and of stage 2 unless -o mulcon.stage2_epochs=N "
+    "(-o mulcon.stage1_epochs=N instead of --epochs; both, if different, is an error)",
+    "batch_size": "images per optimiser step (split over the processes under torchrun)",
+    "seed": "seed of everything: data order, augmentation, initialisation, missing labels",
+    "device": "auto, cpu, cuda or cuda:N",
+    "init_from": "initialise the model from an mlcl checkpoint's weights",
+    "out": "run folder; an existing run is refused (see --overwrite, --resume)",
+}
+
+#: Defaults that depend on other settings (the configuration holds ``null`` for them).
+_DERIVED: dict[str, str] = {
+    "data.val": "the dataset's own validation split, else a seeded 10%% hold-out of the training data",
+    "data.test": "the dataset's own test split (builtin), else none",
+    "data.image_size": "the dataset's native size (48 for builtin), else 224",
+    "data.augment": "light for builtin (digits must not be mirrored), default otherwise",
+    "model.weights": "none: random initialisation",
+    "optim.lr": "2e-3 from scratch; with a pretrained backbone 2e-4 (head initialised by the linear probe, the "
+    "default recipe), 1e-2 (random head) or 1e-4 (BoostLU losses)",
+    "optim.backbone_lr": "--lr; --lr/50 for a pretrained backbone with a random head, --lr/10 for BoostLU losses",
+    "train.init_from": "none",
+    "run.out": "runs/<UTC time>-<random>",
+}
+
+#: Value types of the flags that are not strings.
+_TYPES: dict[str, type] = {
+    "image_size": int,
+    "views": int,
+    "workers": int,
+    "clml_weight": float,
+    "clml_tau": float,
+    "lr": float,
+    "backbone_lr": float,
+    "epochs": int,
+    "batch_size": int,
+    "seed": int,
+}
+
+#: Flags whose values are the configuration field's ``Literal`` choices.
+_CHOICES = ("head", "reduction", "contrastive", "optimizer", "schedule", "method", "augment")
+
+
+def _flag_help(flag: str) -> str:
+    """The help of ``--FLAG``: its text, the configuration key it sets and its default."""
+    from mlcl.engine.config import Config  # light: no torch
+
+    key = TRAIN_FLAGS[flag]
+    section, name = key.split(".")
+    value = getattr(getattr(Config(), section), name)
+    default = _DERIVED[key] if value is None else str(value)
+    return f"{_HELP[flag]} (-o {key}; default: {default})"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``mlcl train`` and its options to ``subparsers``."""
     t = subparsers.add_parser(
-        "train", help="train a model (default: on the built-in dataset)", parents=[verbose_parent()]
+        "train",
+        help="train a model (default: on the built-in dataset)",
+        description="Train a model. Settings come from the defaults, then --config FILE, then -o overrides, then "
+        "the flags; `mlcl config show --describe` prints every setting with its meaning.",
+        parents=[verbose_parent()],
     )
-    t.add_argument("--config", help="YAML configuration file")
+    t.add_argument("--config", metavar="FILE", help="YAML configuration file (default: the built-in defaults)")
     t.add_argument(
         "-o",
         "--override",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="set any configuration field (repeatable)",
+        help="set any configuration field, e.g. -o train.amp=bf16 (repeatable; `mlcl config show --describe`)",
     )
-    t.add_argument(
-        "--data",
-        help="training data: builtin, a CSV file, or KIND:PATH (coco, voc2007, voc2012, nuswide, list, folder)",
+    groups = {
+        section: t.add_argument_group(f"{section} options (configuration section `{section}`)")
+        for section in ("data", "model", "loss", "optim", "train", "run")
+    }
+    for flag, key in TRAIN_FLAGS.items():
+        kwargs: dict = {"help": _flag_help(flag)}
+        if flag in _CHOICES:
+            kwargs["choices"] = choices(key)
+        if flag in _TYPES:
+            kwargs["type"] = _TYPES[flag]
+        groups[key.split(".")[0]].add_argument("--" + flag.replace("_", "-"), **kwargs)
+    groups["model"].add_argument(
+        "--pretrained", action="store_true", help="timm's pretrained backbone weights from its hub (needs internet)"
     )
-    t.add_argument("--val-data", help="validation data (default: the dataset's own, else a seeded 10%% hold-out)")
-    t.add_argument("--test-data", help="data evaluated at the end with the best checkpoint")
-    t.add_argument("--backbone", help="timm model name")
-    t.add_argument(
-        "--weights",
-        help="local backbone weights (a timm state dict of this architecture); refused when under 90%% of the "
-        "backbone's tensors match by name and shape, a warning names the others (an mlcl checkpoint: --init-from)",
-    )
-    t.add_argument("--pretrained", action="store_true", help="timm's pretrained weights from its hub (internet)")
-    t.add_argument("--head", choices=choices(TRAIN_FLAGS["head"]))
-    t.add_argument("--image-size", type=int)
-    t.add_argument(
-        "--epochs",
-        type=int,
-        help="epochs (default 5); with --method mulcon: the length of stage 1, and of stage 2 unless "
-        "-o mulcon.stage2_epochs=N (-o mulcon.stage1_epochs=N instead of --epochs; both, if different, is an error)",
-    )
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="peak learning rate (head; backbone too unless --backbone-lr)")
-    t.add_argument("--backbone-lr", type=float)
-    t.add_argument("--optimizer", choices=choices(TRAIN_FLAGS["optimizer"]))
-    t.add_argument("--schedule", choices=choices(TRAIN_FLAGS["schedule"]))
-    t.add_argument("--loss", help="base loss (`mlcl list losses`), or BASE+clml")
-    t.add_argument("--reduction", choices=choices(TRAIN_FLAGS["reduction"]))
-    t.add_argument("--clml-weight", type=float, help="CLML weight lambda")
-    t.add_argument("--clml-tau", type=float, help="CLML label-correction threshold")
-    t.add_argument("--contrastive", choices=choices(TRAIN_FLAGS["contrastive"]))
-    t.add_argument(
-        "--method",
-        choices=choices(TRAIN_FLAGS["method"]),
-        help="mulcon: the two MulCon stages (-o mulcon.recipe=default|official; see the README)",
-    )
-    t.add_argument("--views", type=int, help="augmented views per image")
-    t.add_argument("--augment", choices=choices(TRAIN_FLAGS["augment"]))
-    t.add_argument("--missing", help="missing-label protocol applied to the training labels (`mlcl list protocols`)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--workers", type=int, help="DataLoader workers")
-    t.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    t.add_argument("--init-from", help="initialise the model from a checkpoint's weights")
-    t.add_argument("--out", help="run folder (default runs/<time>-<random>); an existing run is refused")
-    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    t.add_argument(
+    run = groups["run"]
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    run.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue a stopped run from RUN_DIR/last.pt (mid-epoch after a preemption); only run-control "
         "options (--device, --workers, --no-progress, -o train.stop_after/checkpoint_every) may be given with it",
     )
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     return t
 
 
@@ -151,12 +204,32 @@ def _check_resume_options(args: argparse.Namespace, overrides: list[str]) -> Non
         )
 
 
+def _check_loss(cfg: Config, args: argparse.Namespace) -> None:
+    """Refuse loss options given for a term the loss does not have; warn about a loss that cannot learn the labels.
+
+    Options given on the command line are checked even at their default value (``--clml-tau 0.75`` without
+    ``+clml``); the objective's own check (:func:`mlcl.engine.loss_options.check_loss_options`) covers the
+    configuration file. The warning is printed once (by the main process under torchrun).
+    """
+    from mlcl.engine.loss_options import check_loss_options, missing_label_warning
+
+    given = [key for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None]
+    given += [item.split("=", 1)[0].strip() for item in args.override]
+    flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    check_loss_options(cfg, given, names=flags)
+    warning = missing_label_warning(cfg)
+    if warning and os.environ.get("RANK", "0") == "0":
+        warn(warning)
+
+
 def run(args: argparse.Namespace) -> None:
     """Train; print the best checkpoint's metrics and the run folder."""
     from mlcl.distributed import is_main_process
     from mlcl.engine.trainer import fit
 
     cfg = train_config(args)
+    if args.resume is None:
+        _check_loss(cfg, args)
     try:
         result = fit(cfg, resume=args.resume)
         main_process = is_main_process()

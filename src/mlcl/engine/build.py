@@ -31,7 +31,8 @@ from mlcl.data.split import RunData, prepare_run_data
 from mlcl.data.transforms import build_transform
 from mlcl.distributed import get_rank, get_world_size
 from mlcl.engine.amp import AmpSettings, amp_settings
-from mlcl.engine.config import Config, HeadInit
+from mlcl.engine.config import Config, HeadInit, LossConfig
+from mlcl.engine.loss_options import CONTRASTIVE_OPTIONS, check_loss_keywords, check_loss_options
 from mlcl.engine.objective import Objective
 from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_args, lr_multiplier, param_groups
 from mlcl.engine.signals import StopSafeLoader
@@ -256,6 +257,28 @@ def _head_args(cfg: Config) -> dict[str, tuple[str, Any]]:
     }
 
 
+def check_backbone_name(name: str) -> None:
+    """Refuse a ``model.backbone`` that timm does not know, with the closest names and how to list them.
+
+    Raises:
+        ConfigError: Naming ``model.backbone``, its value, up to three close names and ``mlcl list backbones``.
+    """
+    import difflib
+
+    import timm
+
+    arch = name.split(".")[0]
+    if timm.is_model(arch):
+        return
+    close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    stem = re.match(r"[A-Za-z]*", arch)
+    pattern = f"'*{stem.group(0)}*'" if stem and stem.group(0) else "PATTERN"
+    raise ConfigError(
+        f"`model.backbone`={name!r}: timm has no such model{hint} (`mlcl list backbones {pattern}` lists the names)"
+    )
+
+
 def check_model_config(cfg: Config) -> None:
     """Check the head's arguments with the model's own check, without building the backbone.
 
@@ -263,6 +286,7 @@ def check_model_config(cfg: Config) -> None:
         ConfigError: Naming the ``model.*`` (or ``loss.contrastive``) key at fault and its value.
     """
     m = cfg.model
+    check_backbone_name(m.backbone)
     head_kwargs = {"dim": m.head_dim, "heads": m.head_heads, "num_sab": m.head_num_sab}
     head_kwargs.update(proj_hidden=m.proj_hidden, proj_dim=m.proj_dim)
     with _naming_keys(f"head {m.head!r}", _head_args(cfg)):
@@ -322,6 +346,8 @@ def objective_from_config(cfg: Config) -> Objective:
         raise ConfigError(
             f"`loss.name`={c.name!r}: unknown loss {base_name!r}; valid names: {', '.join(sorted(LOSSES))}"
         )
+    check_loss_options(cfg)  # an option of a term this objective does not have is an error, not a no-op
+    check_loss_keywords(base_name, LOSSES[base_name.lower()], c.options)
     base_args: dict[str, tuple[str, Any]] = {"reduction": ("loss.reduction", c.reduction)}
     base_args.update({str(k): (f"loss.options.{k}", v) for k, v in c.options.items()})
     options = dict(c.options)
@@ -528,6 +554,8 @@ def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
     s1.train.method = "standard"
     s1.model.head = "mulcon"
     s1.loss.contrastive = "none"
+    for name in CONTRASTIVE_OPTIONS:  # stage 2's contrastive options: not stage 1's (it has no contrastive term)
+        setattr(s1.loss, name, getattr(LossConfig(), name))
     s1.data.views = 1
     s1.optim.name = "adamw"
     s1.optim.schedule = "cosine"
