@@ -84,7 +84,8 @@ def check_loss_options(
     Args:
         cfg: The configuration.
         keys: As in :func:`unused_loss_options`.
-        names: How to name a key in the message (e.g. ``{"loss.clml_tau": "--clml-tau"}``); default `` `key` ``.
+        names: How to name a key in the message (e.g. ``{"loss.clml_tau": "--clml-tau"}``); default: the key
+            in backquotes.
 
     Raises:
         ConfigError: One line naming each such option, its value and why it does nothing.
