@@ -48,6 +48,10 @@ class CheckpointError(MlclError, ValueError):
     """A checkpoint that cannot be read or does not match what is asked of it."""
 
 
+class ExportError(MlclError, RuntimeError):
+    """A model that cannot be exported faithfully (the message names the operator or layer, or the difference)."""
+
+
 class OutputError(MlclError, OSError):
     """An output file could not be written (full disk, read-only folder, no permission...).
 

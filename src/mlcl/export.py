@@ -28,16 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from mlcl._io import atomic_write, atomic_write_text
-from mlcl.errors import MlclError
+from mlcl.errors import ExportError, MlclError
+from mlcl.export_metadata import read_metadata
 
 __all__ = ["ExportError", "ProbabilityModel", "export_checkpoint", "export_model", "read_metadata"]
 
 #: Parity tolerance (absolute, on probabilities) of an export against the PyTorch model.
 ATOL = 1e-4
-
-
-class ExportError(MlclError, RuntimeError):
-    """A model that cannot be exported faithfully (the message names the operator or layer, or the difference)."""
 
 
 class ProbabilityModel(nn.Module):
@@ -194,31 +191,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fmt: str, opse
     }
     diff = export_model(pred.model, out, fmt=fmt, image_size=pred.image_size, metadata=metadata, opset=opset)
     return {**metadata, "parity_max_abs_diff": diff}
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of an exported model: ``FILE.json``, else the ONNX ``metadata_props`` / TorchScript extra file."""
-    p = Path(path)
-    side = Path(f"{p}.json")
-    if side.is_file():
-        try:
-            return dict(json.loads(side.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as e:
-            raise ExportError(f"{side}: unreadable metadata ({e})") from None
-    if p.suffix == ".onnx":
-        import onnx
-
-        try:
-            proto = onnx.load(str(p), load_external_data=False)
-        except Exception as e:  # noqa: BLE001
-            raise ExportError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
-        raw = {e.key: e.value for e in proto.metadata_props}
-        out: dict[str, Any] = {}
-        for key, value in raw.items():
-            try:
-                out[key] = json.loads(value)
-            except ValueError:
-                out[key] = value
-        if "class_names" in out:
-            return out
-    raise ExportError(f"{p}: no mlcl metadata ({side} missing and none in the model)")

@@ -200,7 +200,7 @@ class OnnxPredictor:
     """
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
-        from mlcl.export import read_metadata
+        from mlcl.export_metadata import read_metadata
 
         p = Path(path)
         if not p.is_file():

@@ -4,27 +4,50 @@ The official code (github.com/SonDaoDuy/MulCon) saves one file per network: ``ne
 parameter names the head keeps: ``attention.sab1.mab.fc_q.weight`` <-> ``netA.sab1.mab.fc_q.weight``), ``L``
 per-label ``nn.Linear(d, 1)`` classifiers ``netC.<l>`` (stacked here into ``classifier_weight`` ``(L, d)`` and
 ``classifier_bias`` ``(L,)``) and the projector ``netP``. Loading is a renaming plus that stacking.
+
+The conversion reads a head through :class:`OfficialHead` (its sizes and its ``state_dict``), so this module does
+not import :mod:`mlcl.models.label_attention`, whose head calls it (no import cycle).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from mlcl.errors import CheckpointError
 
-if TYPE_CHECKING:
-    from mlcl.models.label_attention import LabelAttentionHead
+__all__ = [
+    "OfficialHead",
+    "load_official_state_dict",
+    "official_attn_layout",
+    "official_state_dict",
+    "official_state_dict_from_parts",
+]
 
-__all__ = ["load_official_state_dict", "official_attn_layout", "official_state_dict", "official_state_dict_from_parts"]
+
+class OfficialHead(Protocol):
+    """What the conversion reads of a head: :class:`~mlcl.models.label_attention.LabelAttentionHead` is one.
+
+    Its ``state_dict`` holds ``attention.*`` (the official ``netA``), ``classifier_weight`` ``(L, d)``,
+    ``classifier_bias`` ``(L,)`` (the ``L`` official ``netC.<l>``) and ``projector.*`` (``netP``).
+    """
+
+    in_dim: int
+    num_classes: int
+    dim: int
+    heads: int
+
+    def state_dict(self) -> dict[str, Any]:
+        """The head's parameters and buffers by name."""
+        ...
 
 
 def load_official_state_dict(
-    head: LabelAttentionHead, state_dict: Mapping[str, Tensor], *, require_projector: bool = True
+    head: OfficialHead, state_dict: Mapping[str, Tensor], *, require_projector: bool = True
 ) -> None:
     """Load weights saved by the official MulCon code into ``head`` (in place).
 
@@ -101,7 +124,7 @@ def load_official_state_dict(
             own[k].copy_(v)
 
 
-def official_state_dict(head: LabelAttentionHead) -> dict[str, Tensor]:
+def official_state_dict(head: OfficialHead) -> dict[str, Tensor]:
     """``head``'s weights under the official names (``netA.*``, ``netC.<l>.weight/bias``, ``netP.*``)."""
     out: dict[str, Tensor] = {}
     for k, v in head.state_dict().items():
@@ -161,7 +184,7 @@ def official_state_dict_from_parts(
 
     Returns:
         A dict with ``netA.*``, ``netC.<l>.*`` and ``netP.*`` keys for
-        :meth:`LabelAttentionHead.load_official_state_dict`.
+        :meth:`~mlcl.models.label_attention.LabelAttentionHead.load_official_state_dict`.
     """
     out = {f"netA.{k}": v for k, v in net_a.items()}
     for i, part in enumerate(net_c):
