@@ -5,7 +5,9 @@ it, so that it needs nothing from mlcl: ``FILE.json`` (and, for ONNX, the same e
 ``metadata_props``) holds the class names, the thresholds (per-class when the checkpoint was calibrated, else the
 global one), and the preprocessing (``image_size``, ``mean``, ``std``, ``resize``: warp to ``S x S``, bilinear
 with antialiasing, as :func:`mlcl.data.transforms.build_transform`'s evaluation transform; RGB scaled to [0, 1]
-then normalised).
+then normalised), with the rules mlcl applies before it (``orientation``: the EXIF Orientation tag is applied
+first; ``alpha``: transparency is composited on white) and the decision rule (``decision``: a label is predicted
+when its probability is ``>=`` its threshold).
 
 Every export is checked after it is written: the file is run (``onnxruntime`` / ``torch.jit.load``) on random
 batches of 1 and 3 images and compared with the PyTorch model; when the largest difference exceeds ``atol`` the
@@ -185,6 +187,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fmt: str, opse
         "mean": list(d.mean or [0.5] * 3),
         "std": list(d.std or [0.5] * 3),
         "resize": "warp to image_size x image_size, bilinear, antialias (PIL)",
+        "orientation": "the EXIF Orientation tag is applied first (PIL.ImageOps.exif_transpose): images are upright",
+        "alpha": "transparency composited on white: round((c * a + 255 * (255 - a)) / 255); 16-bit: the top 8 bits",
+        "decision": "a label is predicted when its probability >= its threshold",
         "backbone": pred.config.model.backbone,
         "head": pred.config.model.head,
         "checkpoint": str(pred.checkpoint_path.name if pred.checkpoint_path else checkpoint),

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from mlcl.calibration import Thresholds, sidecar_path
-from mlcl.data.dataset import load_image
+from mlcl.data.dataset import load_prepared
 from mlcl.data.transforms import build_transform
 from mlcl.engine.build import model_from_config
 from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint
@@ -113,16 +114,13 @@ class Predictor:
         return torch.full((len(self.class_names),), float(self.config.run.threshold))
 
     def _batch(self, images: Sequence[Any]) -> Tensor:
-        tensors = []
-        for item in images:
-            if isinstance(item, Image.Image):
-                img = item.convert("RGB")
-            elif isinstance(item, np.ndarray):
-                img = Image.fromarray(item).convert("RGB")
-            else:
-                img = load_image(str(item))
-            tensors.append(self.transform(img))
-        return torch.stack(tensors).to(self.device)
+        """A normalised float32 batch ``(B, 3, S, S)`` on the device, of paths, PIL images or uint8 arrays.
+
+        They are read as in training (:func:`~mlcl.data.dataset.load_prepared`: EXIF orientation, RGB rules).
+        """
+        tf = self.transform
+        read = [load_prepared(x if isinstance(x, (Image.Image, np.ndarray)) else str(x), tf) for x in images]
+        return tf.normalize(torch.stack([tf.to_uint8(img) for img in read])).to(self.device)
 
     @torch.no_grad()
     def predict(self, images: Sequence[Any] | Tensor, *, batch_size: int = 32) -> Tensor:
@@ -153,7 +151,8 @@ class Predictor:
 
         from mlcl.data.dataset import ImageDataset
 
-        loader = DataLoader(ImageDataset(labelset, self.transform), batch_size=batch_size, num_workers=workers)
+        ds = ImageDataset(labelset, self.transform, normalize_on_batch=True)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=ds.collate)
         probs, targets = [], []
         for images, t, _ in loader:
             probs.append(self.predict_tensor(images))
@@ -252,11 +251,17 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, str]:
+        """``(uint8 image (3, S, S), i, "")``, or ``(zeros, i, error message)`` for an unreadable file."""
         try:
-            return self.transform(load_image(str(self.files[i]))), i, ""
+            return self.transform.to_uint8(load_prepared(str(self.files[i]), self.transform)), i, ""
         except Exception as e:  # noqa: BLE001 - reported per file by the caller, the run goes on
             msg = str(e) if isinstance(e, DataError) else f"cannot read image {self.files[i]}: {type(e).__name__}: {e}"
-            return torch.zeros(3, self.image_size, self.image_size), i, " ".join(msg.split())
+            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), i, " ".join(msg.split())
+
+    def collate(self, batch: list[tuple[Tensor, int, str]]) -> tuple[Tensor, Tensor, list[str]]:
+        """The loader's ``collate_fn``: the batch normalised (:meth:`ImageTransform.normalize`) in the workers."""
+        x, idx, errs = default_collate(batch)
+        return self.transform.normalize(x), idx, errs
 
 
 def predict_files(
@@ -273,7 +278,7 @@ def predict_files(
     from torch.utils.data import DataLoader
 
     ds = _ImageFiles(files, predictor.transform, predictor.image_size)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False, collate_fn=ds.collate)
     for x, idx, errs in loader:
         ok = [k for k, e in enumerate(errs) if not e]
         failed = [(int(idx[k]), errs[k]) for k, e in enumerate(errs) if e]

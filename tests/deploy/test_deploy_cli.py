@@ -101,6 +101,9 @@ def test_export_onnx_predict_matches_torch(
 
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(props["class_names"]) == CLASSES
+    for rules in (meta, props):  # the JSON sidecar and the model's own metadata_props
+        assert "EXIF Orientation" in rules["orientation"] and "on white" in rules["alpha"]
+        assert ">=" in rules["decision"]
     a, b = tmp_path / "torch.csv", tmp_path / "onnx.csv"
     assert main(["predict", str(run / "best.pt"), str(images), "--out", str(a), "--workers", "0"]) == 0
     assert main(["predict", "--backend", "onnx", str(onnx_path), str(images), "--out", str(b), "--workers", "2"]) == 0

@@ -24,11 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from mlcl.data.dataset import ImageDataset, collate_views
+from mlcl.data.cache import cache_datasets
+from mlcl.data.dataset import ImageDataset
 from mlcl.data.sampler import ResumableSampler
 from mlcl.data.sources import native_image_size
 from mlcl.data.split import RunData, prepare_run_data
-from mlcl.data.transforms import build_transform
+from mlcl.data.transforms import ImageTransform, build_transform
 from mlcl.distributed import get_rank, get_world_size
 from mlcl.engine.amp import AmpSettings, amp_settings
 from mlcl.engine.config import Config, HeadInit, LossConfig
@@ -647,7 +648,8 @@ class Training:
 
     def loader(self, labelset: Any) -> DataLoader:
         """An evaluation loader (evaluation transform, no shuffling) over a label set."""
-        ds = ImageDataset(labelset, self.eval_transform)
+        tf = self.eval_transform
+        ds = ImageDataset(labelset, tf, normalize_on_batch=isinstance(tf, ImageTransform))
         return make_loader(ds, self.per_rank_batch, train=False, seed=0, workers=self.cfg.data.num_workers)
 
 
@@ -659,7 +661,8 @@ def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, wo
     resumed mid-epoch continues that stream exactly). Its workers ignore SIGTERM and SIGINT
     (:class:`~mlcl.engine.signals.StopSafeLoader`): a signal to the process group stops the run gracefully.
 
-    Multi-view datasets are collated view-major by :func:`mlcl.data.dataset.collate_views`.
+    Batches are collated by the dataset (:meth:`mlcl.data.dataset.ImageDataset.collate`): multi-view datasets
+    view-major, and uint8 images (``normalize_on_batch``) converted and normalised on the whole batch.
     """
     sampler = ResumableSampler(
         ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=train, seed=seed, drop_last=train
@@ -672,7 +675,7 @@ def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, wo
         drop_last=train,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
-        collate_fn=collate_views if ds.views > 1 else None,
+        collate_fn=ds.collate,
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -731,14 +734,15 @@ def build_training(
     assert augment is not None, "resolve_data_defaults fills data.augment"
     train_tf = build_transform(size, train=True, augment=augment, mean=mean, std=std)
     eval_tf = build_transform(size, train=False, mean=mean, std=std)
-    train_set = ImageDataset(data.train, train_tf, views=cfg.data.views, seed=cfg.train.seed)
+    train_set = ImageDataset(data.train, train_tf, views=cfg.data.views, seed=cfg.train.seed, normalize_on_batch=True)
     if len(train_set) < cfg.train.batch_size:
         raise ConfigError(
             f"`train.batch_size={cfg.train.batch_size}` is larger than the {len(train_set)} training images"
         )
     per_rank, workers = cfg.train.batch_size // world, cfg.data.num_workers
     train_loader = make_loader(train_set, per_rank, train=True, seed=cfg.train.seed, workers=workers)
-    val_loader = make_loader(ImageDataset(data.val, eval_tf), per_rank, train=False, seed=0, workers=workers)
+    val_set = ImageDataset(data.val, eval_tf, normalize_on_batch=True)
+    val_loader = make_loader(val_set, per_rank, train=False, seed=0, workers=workers)
     steps = len(train_loader)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
@@ -749,14 +753,20 @@ def build_training(
 
         rows = probe_subset(model, len(data.train), cfg.train.probe_images, seed=cfg.train.seed)
         probe_set = data.train if rows is None else data.train.subset(rows)
-        probe_loader = make_loader(ImageDataset(probe_set, eval_tf), per_rank, train=False, seed=0, workers=workers)
+        probe_ds = ImageDataset(probe_set, eval_tf, normalize_on_batch=True)
+        probe_loader = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
     objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
-    train_score_loader = None
+    train_score_loader, score_set = None, None
     if objective.needs_train_scores:  # the end-of-epoch scoring pass over the training images
         score_tf = train_tf if getattr(objective.base, "train_scores_augmented", False) else eval_tf
-        score_set = ImageDataset(data.train, score_tf, seed=cfg.train.seed)
+        score_set = ImageDataset(data.train, score_tf, seed=cfg.train.seed, normalize_on_batch=True)
         train_score_loader = make_loader(score_set, per_rank, train=False, seed=0, workers=workers)
+    cache_datasets(  # decoded once, before any loader's workers start
+        [train_set, val_set, score_set],
+        cfg.data.cache,
+        int(cfg.data.cache_gib * 2**30),
+    )
     objective.to(device)
     optimizer = optimizer_from_config(cfg, model, objective)
     scheduler = scheduler_from_config(cfg, optimizer, steps)

@@ -35,6 +35,7 @@ __all__ = [
     "AmpMode",
     "Config",
     "ContrastiveMode",
+    "DataCache",
     "DataConfig",
     "HeadInit",
     "LossConfig",
@@ -64,6 +65,9 @@ Method = Literal["standard", "mulcon"]
 
 MulconRecipe = Literal["default", "official"]
 """``mulcon.recipe``: the fine-tuning recipe of the MulCon stages or the official one (:class:`MulconConfig`)."""
+
+DataCache = Literal["auto", "none", "memory"]
+"""``data.cache``: the decoded-image cache (see :class:`DataConfig`)."""
 
 HeadInit = Literal["random", "probe"]
 """``train.head_init``: how the linear classifier starts (see :class:`TrainConfig`)."""
@@ -108,6 +112,12 @@ class DataConfig:
         check_images: Check at load time that every image exists and can be opened.
         allow_overlap: Allow training, validation and test sets to share images (an error otherwise, naming
             the count and a few files); recorded in the run's ``config.yaml``.
+        cache: Decoded-image cache of the images read every epoch (training, validation, the training images'
+            scoring pass), built once before the first epoch: ``auto`` keeps in memory those that fit
+            ``cache_gib``, ``memory`` requires all of them to fit (an error otherwise), ``none`` decodes every
+            image at every epoch. Each image is kept as uint8 at the size of its transform's deterministic first
+            step (``S x S`` for evaluation); the tensors are the same with or without it.
+        cache_gib: The cache's memory budget, in GiB (per process; shared by the DataLoader workers).
     """
 
     train: str = "builtin"
@@ -124,6 +134,8 @@ class DataConfig:
     num_workers: int = 2
     check_images: bool = True
     allow_overlap: bool = False
+    cache: DataCache = "auto"
+    cache_gib: float = 4.0
 
 
 @dataclass
@@ -417,6 +429,7 @@ RANGES: dict[str, _Check] = {
     "data.views": _at_least(1),
     "data.std": _above(0),
     "data.num_workers": _at_least(0),
+    "data.cache_gib": _at_least(0),
     "loss.contrastive_weight": _at_least(0),
     "optim.lr": _at_least(0),
     "optim.backbone_lr": _at_least(0),

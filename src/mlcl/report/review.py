@@ -65,7 +65,8 @@ def _figure_cell(src: str, ident: str, name: str, prob: float, rank: int | None,
     return (
         f'<figure class="suggestion" data-file="{_e(ident)}" data-class="{_e(name)}" data-prob="{prob!r}" '
         f'data-rank="{"" if rank is None else rank}" data-value="{value}"><img alt="{_e(ident)}" src="{src}">'
-        f'<figcaption><span class="prob">{100 * prob:.1f} %</span> {_e(rank_text)}<br>{_e(ident)}</figcaption></figure>'
+        f'<figcaption title="{_e(ident)}"><span class="prob">{100 * prob:.1f} %</span> {_e(rank_text)}<br>'
+        f"{_e(name)}: {_e(Path(ident).name)}</figcaption></figure>"
     )
 
 

@@ -66,10 +66,10 @@ def _resolve(run_dir: Path) -> RunFolder:
 def _thumbnail(path: str) -> str | None:
     """A small PNG of an image file as a data URL, or ``None`` when it cannot be read."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = ImageOps.exif_transpose(im).convert("RGB")  # upright, as mlcl reads it
             im.thumbnail((96, 96))
             buf = io.BytesIO()
             im.save(buf, format="PNG")
