@@ -5,7 +5,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["BASE_CSS", "escape", "page"]
+__all__ = ["BASE_CSS", "LABEL_CHARS", "ellipsize", "escape", "page", "short_label"]
+
+#: The most characters of a name shown in a figure or a caption (the tables hold the full text).
+LABEL_CHARS = 40
 
 #: Style rules both pages use; each page adds its own.
 BASE_CSS = """
@@ -16,6 +19,7 @@ table{border-collapse:collapse;font-size:.85rem}td,th{padding:.15rem .6rem;text-
 #eee}th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}
 .fig svg{max-width:100%;height:auto}.note{color:#666;font-size:.85rem}
 .warn{background:#fff6e5;border-left:3px solid #e69500;padding:.4rem .6rem;font-size:.9rem}
+h1,.note,.warn,figcaption,td:first-child{overflow-wrap:anywhere}
 """
 
 
@@ -26,6 +30,32 @@ def escape(x: Any) -> str:
     'a&lt;b &quot;c&quot;'
     """
     return html.escape(str(x), quote=True)
+
+
+def ellipsize(text: str, limit: int = LABEL_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters: its start, ``…`` and its end (where names often differ).
+
+    >>> ellipsize("a_very_long_class_name_about_kitchens", 20)
+    'a_very_long_…itchens'
+    """
+    if limit < 3:
+        raise ValueError(f"ellipsize: `limit` must be >= 3, got {limit}")
+    if len(text) <= limit:
+        return text
+    head = (2 * (limit - 1)) // 3
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
+
+
+def short_label(text: str, limit: int = LABEL_CHARS) -> str:
+    """HTML for a name shown shortened (:func:`ellipsize`), its full text on hover (``title``).
+
+    >>> short_label("cat")
+    'cat'
+    >>> short_label("x" * 50, 5)
+    '<span title="xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx">xx…xx</span>'
+    """
+    short = ellipsize(text, limit)
+    return escape(text) if short == text else f'<span title="{escape(text)}">{escape(short)}</span>'
 
 
 def page(title: str, body: str, css: str = "") -> str:

@@ -16,8 +16,8 @@ import numpy as np
 from mlcl._io import atomic_write_text
 from mlcl.errors import DataError
 from mlcl.report import figures as F
+from mlcl.report._page import ellipsize, page, short_label
 from mlcl.report._page import escape as _e
-from mlcl.report._page import page
 from mlcl.report.run_folder import RunFolder, locate_run
 from mlcl.report.scores import SCORES_FILE, TRAIN_LABELS_FILE, Scores, load_scores, load_train_labels
 
@@ -32,7 +32,9 @@ _CSS = """
 h1{margin-bottom:.2rem}
 .summary{display:flex;gap:1.5rem;flex-wrap:wrap;margin:1rem 0}.summary div{background:#f4f6f8;padding:.5rem .9rem;
 border-radius:4px}.summary b{display:block;font-size:1.3rem}
-.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:150px;font-size:.75rem}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{margin:0;width:150px;font-size:.75rem;min-width:0}
+.gallery figcaption b{display:block}
+#run-info td{overflow-wrap:anywhere}
 .gallery img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc}
 pre{background:#f7f7f7;padding:.6rem;font-size:.8rem;overflow:auto;max-height:30rem}
 details summary{cursor:pointer}#run-info td{text-align:left}
@@ -102,33 +104,94 @@ def _builtin_images(ids: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def display_paths(paths: list[str]) -> list[str]:
+    """Each path's shortest ending, in whole path components, that no other of ``paths`` shares.
+
+    The file name alone where it is unique; otherwise as many parent folders as tell it apart (a path that is
+    the ending of another is shown whole).
+
+    >>> display_paths(["../../a/images/1.jpg", "../../b/images/2.jpg", "x/cat/1.png", "y/dog/1.png"])
+    ['1.jpg', '2.jpg', 'cat/1.png', 'dog/1.png']
+    """
+    parts = [[q for q in p.replace("\\", "/").split("/") if q not in ("", ".")] or [p] for p in paths]
+    depth = [1] * len(paths)
+    for _ in range(max((len(q) for q in parts), default=0)):
+        shown = ["/".join(q[-d:]) for q, d in zip(parts, depth, strict=True)]
+        clash = {s for s in shown if shown.count(s) > 1}
+        if not clash:
+            break
+        depth = [d + 1 if s in clash and d < len(q) else d for q, d, s in zip(parts, depth, shown, strict=True)]
+    return ["/".join(q[-d:]) for q, d in zip(parts, depth, strict=True)]
+
+
+def _classes(names: list[str]) -> str:
+    return ", ".join(short_label(n, 24) for n in names) or "-"
+
+
 def _gallery(s: Scores, threshold: float) -> tuple[str, int]:
-    """The images with the most confident mistakes: (HTML, number shown)."""
+    """The images with the most confident mistakes: (HTML, number shown).
+
+    Each caption names the image by the shortest ending of its path that tells it from the others shown
+    (:func:`display_paths`; in-memory items by their id), the full path on hover; class names are shortened the
+    same way (:func:`mlcl.report._page.short_label`).
+    """
     observed = s.targets != -1
     wrong = observed & ((s.scores >= threshold) != (s.targets == 1))
     conf = np.where(wrong, np.abs(s.scores - (s.targets == 1)), 0.0).max(1)
     order = [int(i) for i in np.argsort(-conf, kind="stable") if conf[i] > 0][: GALLERY * 3]
     builtin = _builtin_images([s.ids[i] for i in order if s.ids[i].startswith("builtin/")])
-    cells = []
+    shown: list[tuple[int, str]] = []
     for i in order:
         src = _thumbnail(s.files[i]) if s.files[i] else None
         if src is None and s.ids[i] in builtin:
             src = _array_thumbnail(builtin[s.ids[i]])
         if src is None:
             continue
+        shown.append((i, src))
+        if len(shown) == GALLERY:
+            break
+    full = [s.files[i] or s.ids[i] for i, _ in shown]
+    on_disk = [i for i, (k, _) in enumerate(shown) if s.files[k]]
+    names = [s.ids[i] for i, _ in shown]
+    for i, short in zip(on_disk, display_paths([full[i] for i in on_disk]), strict=True):
+        names[i] = short
+    cells = []
+    for (i, src), path, name in zip(shown, full, names, strict=True):
         truth = [n for n, t in zip(s.class_names, s.targets[i], strict=True) if t == 1]
         pred = [n for n, p in zip(s.class_names, s.scores[i], strict=True) if p >= threshold]
         fp = [n for n in pred if n not in truth]
         fn = [n for n in truth if n not in pred]
         cells.append(
-            f'<figure><img alt="{_e(s.ids[i])}" src="{src}"><figcaption><b>{_e(s.ids[i])}</b><br>'
-            f"true: {_e(', '.join(truth) or '-')}<br>predicted: {_e(', '.join(pred) or '-')}<br>"
-            f'<span style="color:#b00">FP: {_e(", ".join(fp) or "-")}; FN: {_e(", ".join(fn) or "-")}</span>'
+            f'<figure title="{_e(path)}" data-path="{_e(path)}"><img alt="{_e(path)}" src="{src}"><figcaption>'
+            f"<b>{_e(ellipsize(name))}</b>true: {_classes(truth)}<br>predicted: {_classes(pred)}<br>"
+            f'<span style="color:#b00">FP: {_classes(fp)}; FN: {_classes(fn)}</span>'
             f"<br>worst confidence {conf[i]:.2f}</figcaption></figure>"
         )
-        if len(cells) == GALLERY:
-            break
     return '<div class="gallery">' + "".join(cells) + "</div>", len(cells)
+
+
+def _evaluated(run: RunFolder, metrics: dict[str, Any]) -> tuple[str, str]:
+    """What the page's metrics were computed on: (a short name for axis labels, one HTML sentence).
+
+    ``metrics.json``'s ``split`` is ``test``, or ``val`` for a run without test data; a run whose validation
+    data was held out of its training data records the hold-out in ``split.json`` (the stage's folder).
+    """
+    split, data = str(metrics.get("split", "test")), str(metrics.get("data", ""))
+    if split == "test":
+        return "test", f"Evaluated on the test data {_e(data)}".rstrip()
+    held = next((p for p in (run.stage / "split.json", run.root / "split.json") if p.is_file()), None)
+    counts = _read_json(held, "hold-out split") if held is not None else None
+    if isinstance(counts, dict) and isinstance(counts.get("num_val"), int) and isinstance(counts.get("num_train"), int):
+        n_val, n_all = counts["num_val"], counts["num_val"] + counts["num_train"]
+        return "hold-out", (
+            f"No test data: evaluated on the validation hold-out, {n_val} of the {n_all} images "
+            f"({100 * n_val / max(n_all, 1):.0f} %) of {_e(data)}, held out of training (their ids in split.json); "
+            "the best epoch was chosen on these images too, so the figures are optimistic"
+        )
+    return "validation", (
+        f"No test data: evaluated on the validation data {_e(data)}; the best epoch was chosen on it too, so the "
+        "figures are optimistic"
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -186,8 +249,9 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
         if k in metrics
     )
     wall = sum(float(r.get("time_s", 0.0)) for r in log)
+    evaluated, where = _evaluated(run, metrics)
     parts.append(
-        f"<h1>{_e(title)}</h1><p class='note'>{_e(metrics.get('split', 'test'))} data: {_e(metrics.get('data', ''))}; "
+        f"<h1>{_e(title)}</h1><p class='note' id='evaluated'>{where}; "
         f"{metrics.get('n_images', len(s.ids))} images, {len(names)} classes; best checkpoint: epoch "
         f"{_e(best_epoch)} ({_e(metrics.get('weights', 'model'))} weights, validation mAP "
         f"{100 * float(metrics.get('best_val_mAP', float('nan'))):.2f}); threshold {threshold:g}. Metrics in %.</p>"
@@ -199,7 +263,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
     if silent:
         parts.append(
             f"<p class='warn' id='unpredicted' data-classes='{_e(json.dumps(silent))}'>{len(silent)} of {len(names)} "
-            f"classes get no positive prediction at the threshold {threshold:g}: {_e(', '.join(silent))}. CP, CR and "
+            f"classes get no positive prediction at the threshold {threshold:g}: {_classes(silent)}. CP, CR and "
             "CF1 count each as 0 whatever its AP; the per-class table gives each class's F1-optimal threshold.</p>"
         )
     parts.append("<h2>Learning curves</h2><div class='fig' id='fig-curves'>")
@@ -209,7 +273,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
         "<h2>Per-class AP</h2><p class='note'>Sorted, best on top; in brackets each class's number of positives "
         "in the evaluated data.</p><div class='fig' id='fig-ap'>"
     )
-    parts.append(F.strip_ids(F.per_class_ap(names, ap_list, n_pos.tolist()), "ap") + "</div>")
+    parts.append(F.strip_ids(F.per_class_ap(names, ap_list, n_pos.tolist(), evaluated), "ap") + "</div>")
     rows = []
     for j, n in enumerate(names):
         v = ap[n]
@@ -235,7 +299,7 @@ def build_run_report(run_dir: str | os.PathLike[str]) -> str:
     for j in chosen:
         m = observed[:, j]
         p, r = F.pr_curve(s.scores[m, j], pos[m, j])
-        curves.append((f"{names[j]} (AP {100 * float(ap[names[j]]):.1f})", p, r))
+        curves.append((f"{ellipsize(names[j])} (AP {100 * float(ap[names[j]]):.1f})", p, r))
     parts.append("<h2>Precision-recall</h2><p class='note'>The micro curve pools every (image, class) pair; then the "
                  f"{PR_CLASSES} best and worst classes by AP.</p><div class='fig' id='fig-pr'>")  # fmt: skip
     parts.append(F.strip_ids(F.pr_curves(curves), "pr") + "</div>")
@@ -290,7 +354,8 @@ def _label_section(root: Path, names: list[str]) -> str:
     out.append(F.strip_ids(F.train_counts(names, tl.positives, hidden, tl.unknown), "train") + "</div>")
     out.append(
         "<p class='note'>Co-occurrence of the training positives: row class, and the share of its images "
-        "that also hold the column class (counts written in small label sets).</p><div class='fig' id='fig-cooc'>"
+        "that also hold the column class, in % (written in the cells in small label sets; each class's count of "
+        "positives is in the figure above).</p><div class='fig' id='fig-cooc'>"
     )
     out.append(F.strip_ids(F.cooccurrence(names, tl.cooccurrence), "cooc") + "</div>")
     return "".join(out)
