@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 
@@ -290,3 +291,74 @@ def test_runs_with_classes_never_predicted_are_named(runs: list[Path], tmp_path:
         in (to_markdown(c))
     )
     assert "id='unpredicted'" in build_compare_page(c) and expected in build_compare_page(c)
+
+
+# --- the page's rough edges (issue 21): the table at 1400 px, one epoch's ticks, p-values of two pairs ----------
+
+
+def _xtick_labels(page: str, fig: str) -> list[str]:
+    """The x tick labels of one figure of the page (matplotlib's ``xtick_N`` groups; text stays text)."""
+    svg = page.split(f"id='{fig}'>", 1)[1].split("</svg>", 1)[0]
+    ticks = re.split(r'<g id="[\w-]*xtick_\d+">', svg)[1:]  # each tick's group holds its line, then its text
+    return [re.search(r"<text\b[^>]*>(.*?)</text>", tick, re.S).group(1).strip() for tick in ticks]
+
+
+def test_one_epoch_gets_integer_epoch_ticks(tmp_path: Path) -> None:
+    dirs = [_fake_run(tmp_path / f"bce-{s}", "bce", s) for s in (0, 1)]
+    for d in dirs:
+        first = (d / "log.jsonl").read_text().splitlines()[0]
+        (d / "log.jsonl").write_text(first + "\n")  # one epoch
+    ticks = _xtick_labels(build_compare_page(compare_runs(dirs)), "fig-curves")
+    assert ticks == ["1"], ticks
+    ticks = _xtick_labels(build_compare_page(compare_runs([_fake_run(tmp_path / "three", "bce", 0)])), "fig-curves")
+    assert ticks == ["1", "2", "3"], ticks
+
+
+def test_p_values_of_fewer_than_three_pairs_carry_a_caution(runs: list[Path], tmp_path: Path) -> None:
+    """Two pairs (seeds 0 and 1): each p-value says n = 2 and that it is too few; three pairs: no caution."""
+    c = compare_runs(runs)
+    assert c.groups[1].deltas["mAP"].pairs == 2
+    page = build_compare_page(c)
+    cells = re.findall(r'<td class="delta"[^>]*data-pairs="(\d)"[^>]*>(.*?)</td>', page)
+    assert len(cells) == 3 and all(n == "2" and "n = 2: too few pairs" in html for n, html in cells), cells
+    assert all(re.search(r"p [\d.]+", html) for _, html in cells)
+    assert to_markdown(c).count("; n = 2 pairs, too few to trust)") == 3
+    three = [_fake_run(tmp_path / f"x-{loss}-{s}", loss, s) for loss in ("bce", "asl") for s in (0, 1, 2)]
+    c3 = compare_runs(three)
+    assert c3.groups[1].deltas["mAP"].pairs == 3
+    assert "class='caution'" not in build_compare_page(c3) and "pairs, too few to trust" not in to_markdown(c3)
+
+
+def test_table_fits_the_window_in_chromium(tmp_path: Path) -> None:
+    """At 1400 px the whole table shows (no clipped column); a narrow window scrolls the table, not the page."""
+    from tests.test_report_browser import check_page
+
+    dirs = [_fake_run(tmp_path / f"bce-{s}", "bce", s) for s in (0, 1, 2)]
+    dirs += [_fake_run(tmp_path / f"clml-{s}", "bce+clml", s) for s in (0, 1, 3)]
+    dirs += [_fake_run(tmp_path / f"asl-{s}", "asl+clml", s, lr=0.1, missing="single-positive") for s in (0, 1)]
+    page, _ = write_compare(dirs, tmp_path / "compare.html")
+    driver = check_page(page, tmp_path / "compare.png")
+    fits = (
+        "return Array.from(document.querySelectorAll('.wide')).map(w => [w.firstElementChild.id, w.scrollWidth,"
+        " w.clientWidth]).concat([['page', document.documentElement.scrollWidth, window.innerWidth]]);"
+    )
+    try:
+        driver.set_window_size(1400, 1200)
+        sizes = driver.execute_script(fits)
+        scroll, client = next((s, c) for name, s, c in sizes if name == "compare")
+        assert scroll <= client + 1, sizes  # the main table: no column cut off behind a scroll bar
+        assert {"compare", "per-class", "runs", "page"} <= {name for name, _, _ in sizes}  # every table can scroll
+        assert all(scroll <= client + 1 for _, scroll, client in sizes), sizes
+        cells = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#compare td, #compare th')).map(e => "
+            "e.getBoundingClientRect().right);"
+        )
+        right = driver.execute_script("return document.querySelector('.wide').getBoundingClientRect().right;")
+        assert max(cells) <= right + 1  # every column inside the visible box
+        driver.set_window_size(700, 1200)
+        sizes = driver.execute_script(fits)
+        page_scroll, page_width = sizes[-1][1:]
+        assert page_scroll <= page_width, sizes  # the page does not scroll sideways; a table may
+        driver.save_screenshot(str(tmp_path / "compare-narrow.png"))
+    finally:
+        driver.quit()

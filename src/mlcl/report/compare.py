@@ -417,11 +417,41 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
 
 
+#: The fewest seed pairs whose paired t-test p-value is shown without a caution.
+MIN_PAIRS = 3
+
+
+def _caution(d: Delta) -> str:
+    """Why the p-value of ``d`` is weak (``""`` from :data:`MIN_PAIRS` pairs on)."""
+    if d.pairs >= MIN_PAIRS or math.isnan(d.p):
+        return ""
+    return f"n = {d.pairs} pairs: too few to trust the p-value (1 degree of freedom)"
+
+
+def _p_text(d: Delta) -> str:
+    if math.isnan(d.p):
+        return ""
+    return f"p {d.p:.3g}" + (f"; n = {d.pairs} pairs, too few to trust" if _caution(d) else "")
+
+
 def _delta_text(d: Delta | None) -> str:
     if d is None or d.pairs == 0:
         return ""
     s = f"{100 * d.mean:+.2f}" + ("" if math.isnan(d.std) else f" ± {100 * d.std:.2f}")
-    return s + ("" if math.isnan(d.p) else f" (p {d.p:.3g})")
+    return s + ("" if math.isnan(d.p) else f" ({_p_text(d)})")
+
+
+def _delta_html(d: Delta) -> str:
+    """The delta cell: mean ± std, then the p-value on its own line, with its caution under :data:`MIN_PAIRS`."""
+    s = "<span class='d'>" + _e(f"{100 * d.mean:+.2f}" + ("" if math.isnan(d.std) else f" ± {100 * d.std:.2f}"))
+    s += "</span>"
+    if math.isnan(d.p):
+        return s
+    caution = _caution(d)
+    s += f"<br><span class='p'>p {d.p:.3g}</span>"
+    return s + (
+        f"<br><span class='caution' title='{_e(caution)}'>n = {d.pairs}: too few pairs</span>" if caution else ""
+    )
 
 
 def _seeds(g: Group) -> str:
@@ -494,7 +524,8 @@ def to_markdown(c: Comparison) -> str:
         "\n".join(lines)
         + (
             f"\n\n{ref}, paired by seed (mean ± sample std of the per-seed differences, in percentage points), p: "
-            "paired t-test. Metrics: mean ± sample std over seeds; s per run: training time from log.jsonl.\n"
+            f"paired t-test (with fewer than {MIN_PAIRS} pairs, marked: too few to trust). Metrics: mean ± sample "
+            "std over seeds; s per run: training time from log.jsonl.\n"
         )
         + (f"\n{note}\n" if note else "")
     )
@@ -505,16 +536,26 @@ def _num(x: float) -> str:
 
 
 _CSS = """
-tr.baseline{background:#fbf8e8}td{white-space:nowrap}.wide{overflow-x:auto}
-#compare td:first-child{white-space:normal;min-width:12rem}#compare td.control{white-space:normal;min-width:8rem}
+body{max-width:1500px}
+tr.baseline{background:#fbf8e8}td{white-space:nowrap}.wide{overflow-x:auto;max-width:100%}
+#compare td:first-child{white-space:normal;min-width:10rem}#compare td.control{white-space:normal;min-width:6rem}
+td.delta{white-space:normal}td.delta span{white-space:nowrap}td.delta .p{color:#555}
+td.delta .caution{color:#b00;font-size:.8rem}
+#runs td{white-space:normal;overflow-wrap:anywhere}#per-class th{overflow-wrap:anywhere;min-width:5rem}
 """
+
+
+def _breakable(name: str) -> str:
+    """A group name as HTML that may break after each comma (``key=value,key=value``)."""
+    return ",<wbr>".join(_e(x) for x in name.split(","))
 
 
 def _ap_delta_figure(c: Comparison) -> str:
     others = [g for i, g in enumerate(c.groups) if i != c.baseline and g.ap_delta is not None]
     paired = c.baseline is None
     n = len(c.classes)
-    fig, ax = F._figure(8, 1.2 + 0.25 * n * max(1, len(others)) ** 0.5)
+    height = 0.25 * n * max(1, len(others)) ** 0.5
+    fig, ax = F._figure(8, 1.2 + height)
     a = ax[0, 0]
     width = 0.8 / max(1, len(others))
     for k, g in enumerate(others):
@@ -524,13 +565,13 @@ def _ap_delta_figure(c: Comparison) -> str:
             ys, np.nan_to_num(100 * g.ap_delta), height=width, label=f"{g.name} vs {g.control}" if paired else g.name
         )
     a.axvline(0, color="black", lw=0.8)
-    a.set_yticks(range(n), c.classes, fontsize=8)
+    a.set_yticks(range(n), F.display_names(c.classes), fontsize=8)
     a.invert_yaxis()
     ref = "the control" if c.baseline is None else c.groups[c.baseline].name
     a.set(xlabel=f"AP difference to {ref} (percentage points)", ylabel="class")
     if not others:
         a.text(0.5, 0.5, f"no group shares a seed with {ref}", transform=a.transAxes, ha="center")
-    F.legends_below(fig, [(a, {})])
+    F.legends_below(fig, [(a, {})], size=(6.0, height + 0.2))
     return F.to_svg(fig)
 
 
@@ -544,12 +585,12 @@ def _curves_figure(c: Comparison) -> str:
         ys = [100 * float(np.mean([r.curve[e] for r in g.runs if e in r.curve])) for e in epochs]
         a.plot(epochs, ys, marker="o", ms=3, label=f"{g.name} (n={len(g.runs)})")
     a.set(title="validation mAP (mean over seeds)", xlabel="epoch", ylabel="mAP (%)")
-    from matplotlib.ticker import MaxNLocator
-
-    a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if not a.get_legend_handles_labels()[0]:
+    all_epochs = sorted({e for g in c.groups for r in g.runs for e in r.curve})
+    if all_epochs:
+        F.epoch_ticks(a, all_epochs)
+    else:
         a.text(0.5, 0.5, "no validation mAP in the logs", transform=a.transAxes, ha="center")
-    F.legends_below(fig, [(a, {})])
+    F.legends_below(fig, [(a, {})], size=(5.5, 2.6))
     return F.to_svg(fig)
 
 
@@ -562,7 +603,8 @@ def build_compare_page(c: Comparison) -> str:
         is_base = _is_reference(c, i)
         compared = g.control is not None and not is_base
         cells = [
-            f"<td>{_e(g.name)}{' (baseline)' if is_base else ''}</td><td>{len(g.runs)}</td><td>{_e(_seeds(g))}</td>"
+            f"<td>{_breakable(g.name)}{' (baseline)' if is_base else ''}</td><td>{len(g.runs)}</td>"
+            f"<td>{_e(_seeds(g))}</td>"
         ]
         for m in METRICS:
             cells.append(
@@ -571,7 +613,7 @@ def build_compare_page(c: Comparison) -> str:
             )
         cells.append(f'<td class="time" data-time="{_num(g.time_s)}">{_time(g)}</td>')
         if paired:
-            cells.append(f'<td class="control">{_e(_vs(c, g))}</td>')
+            cells.append(f'<td class="control">{_breakable(_vs(c, g))}</td>')
         cells.append(f"<td>{g.deltas[METRICS[0]].pairs if compared else ''}</td>")
         for m in METRICS:
             d = g.deltas.get(m)
@@ -581,7 +623,7 @@ def build_compare_page(c: Comparison) -> str:
             cells.append(
                 f'<td class="delta" data-group="{_e(g.name)}" data-control="{_e(g.control)}" data-metric="{m}" '
                 f'data-delta="{_num(d.mean)}" data-delta-std="{_num(d.std)}" data-pairs="{d.pairs}" '
-                f'data-p="{_num(d.p)}">{_e(_delta_text(d))}</td>'
+                f'data-p="{_num(d.p)}">{_delta_html(d)}</td>'
             )
         rows.append(
             f'<tr class="group-row{" baseline" if is_base else ""}" data-group="{_e(g.name)}">{"".join(cells)}</tr>'
@@ -596,10 +638,10 @@ def build_compare_page(c: Comparison) -> str:
             + f">{'' if math.isnan(g.ap_mean[j]) else f'{100 * g.ap_mean[j]:.2f}'}</td>"
             for i, g in enumerate(c.groups)
         )
-        ap_rows.append(f"<tr><td>{_e(name)}</td>{class_cells}</tr>")
+        ap_rows.append(f"<tr><td>{_e(name)}</td>{class_cells}</tr>")  # the full name (the figure shortens it)
     title = f"mlcl comparison: {len(c.groups)} group(s), {sum(len(g.runs) for g in c.groups)} run(s)"
     folders = "".join(
-        f"<tr><td>{_e(g.name)}</td><td>{_e(_show(r.seed))}</td><td>{_e(r.path)}</td></tr>"
+        f"<tr><td>{_breakable(g.name)}</td><td>{_e(_show(r.seed))}</td><td>{_e(r.path)}</td></tr>"
         for g in c.groups
         for r in g.runs
     )
@@ -609,8 +651,9 @@ def build_compare_page(c: Comparison) -> str:
         f"<h1>{_e(title)}</h1><p class='note'>Groups by "
         f"{_e(', '.join(c.group_keys) or 'configuration')}{base}. Metrics in %: mean ± sample "
         f"standard deviation over seeds. Δ: the mean ± sample std of the per-seed differences to {ref} over "
-        "the seeds both groups hold; p: two-sided paired t-test (two pairs or more). s per run: the training time "
-        "of log.jsonl.</p>"
+        "the seeds both groups hold; p: two-sided paired t-test (two pairs or more; with fewer than "
+        f"{MIN_PAIRS} pairs, marked as too few to trust: one degree of freedom). s per run: the training time of "
+        "log.jsonl.</p>"
         f"<div class='wide'><table id='compare'><tr><th>group</th><th>runs</th><th>seeds</th>{head}</tr>"
         f"{''.join(rows)}</table></div>"
         + (f"<p class='warn' id='unpredicted'>{_e(note)}</p>" if note else "")
@@ -619,14 +662,15 @@ def build_compare_page(c: Comparison) -> str:
         + F.strip_ids(_ap_delta_figure(c), "apd")
         + "</div><h2>Validation mAP</h2><div class='fig' id='fig-curves'>"
         + F.strip_ids(_curves_figure(c), "curves")
-        + "</div><details><summary>Per-class AP (mean over seeds, %)</summary><table id='per-class'><tr><th>class"
-        + "</th>"
-        + "".join(f"<th>{_e(g.name)}</th>" for g in c.groups)
+        + "</div><details><summary>Per-class AP (mean over seeds, %)</summary><div class='wide'><table "
+        + "id='per-class'><tr><th>class</th>"
+        + "".join(f"<th>{_breakable(g.name)}</th>" for g in c.groups)
         + "</tr>"
         + "".join(ap_rows)
-        + "</table></details><h2>Runs</h2><table id='runs'><tr><th>group</th><th>seed</th><th>folder</th></tr>"
+        + "</table></div></details><h2>Runs</h2><div class='wide'><table id='runs'><tr><th>group</th><th>seed</th>"
+        + "<th>folder</th></tr>"
         + folders
-        + "</table>"
+        + "</table></div>"
     )
     return page(title, body, _CSS)
 
