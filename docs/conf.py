@@ -27,14 +27,15 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
-    "sphinx.ext.viewcode",
     "mathml",  # docs/_ext/mathml.py: equations as MathML, rendered by the browser, nothing fetched
     "apipages",  # docs/_ext/apipages.py: docs/api/*.rst from the package's __all__s
     "navpages",  # docs/_ext/navpages.py: a page of docs/ missing from the navigation is added to it
 ]
 
-# pages that index.md lists and that are being written: each is left out of the navigation until it exists
+# pages that guides.md lists and that are being written: each is left out of the navigation until it exists;
+# a page of docs/ that no toctree lists is appended to the guides (docs/_ext/navpages.py)
 navpages_optional = ["speed", "frozen", "labels"]
+navpages_into = "guides"
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
@@ -99,9 +100,11 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
-    "header_links_before_dropdown": 6,
+    "header_links_before_dropdown": 5,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["sidebar-nav-bs"]}
+html_sidebars = {"**": ["sidebar-nav-bs"], "index": [], "quickstart": []}
+html_context = {"default_mode": "light"}  # (an empty stored mode makes the theme log a console error)
+html_favicon = "_static/favicon.svg"

@@ -306,7 +306,23 @@ def _member(obj: Any, name: str) -> Any:
         return getattr(obj, name)
     if inspect.isclass(obj) and any(name in getattr(k, "__annotations__", {}) for k in obj.__mro__):
         return None
+    if inspect.isclass(obj) and name in _instance_attributes(obj):
+        return None
     raise AttributeError(name)
+
+
+def _instance_attributes(cls: type) -> set[str]:
+    """The ``self.NAME = ...`` attributes that the methods of ``cls`` (and its bases) assign."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__ == "builtins":
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names.update(re.findall(r"\bself\.([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)", source))
+    return names
 
 
 class Resolver:
