@@ -6,7 +6,7 @@ Public API::
     model = mlcl.create_model("resnet50", num_classes=80, head="mulcon")
     mlcl.metrics.mean_average_precision(scores, targets)
     mlcl.Predictor.from_checkpoint("runs/x/best.pt").predict(["a.jpg"])
-    mlcl.fit(mlcl.load_config("configs/coco_bce.yaml"))
+    mlcl.fit(mlcl.load_config("configs/smoke.yaml"))
 
 ``import mlcl`` is light: the training stack (timm, scikit-learn, torchvision) is imported on first use of
 :func:`fit`, :class:`Predictor`, :func:`create_model` or the configuration functions (PEP 562).
