@@ -138,7 +138,9 @@ def run_task(a: argparse.Namespace, protocol: str, seed: int) -> dict:
     folder = a.out / protocol.replace(":", "") / f"s{seed}"
     done = folder / "results.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        if all(f"mlcl (cross-fitted, {name})" in cached["ranking"] for name, _ in a.variant):
+            return cached
     t0 = time.perf_counter()
     labels, truth, given = _labels(a.out / "split", folder, protocol, seed)
     log = folder / "commands.log"
@@ -170,6 +172,13 @@ def run_task(a: argparse.Namespace, protocol: str, seed: int) -> dict:
         "in-sample scores": _ranked(insample, ids, names, candidate),
         **_cleanlab(s.scores.astype(np.float64), given, candidate),
     }
+    for name, extra in a.variant:
+        tag = "xfit-" + "".join(c if c.isalnum() else "-" for c in name.lower())
+        out = folder / f"{tag}.csv"
+        if not out.with_suffix(".json").is_file():
+            _mlcl(["labels", "suggest", "--data", str(labels), *train, *shlex.split(extra), "--folds", str(a.folds),
+                   *check, "--out", str(out), "--overwrite", "--no-page"], log, a.threads)  # fmt: skip
+        rankings[f"mlcl (cross-fitted, {name})"] = _ranked(out, ids, names, candidate)
     rng = np.random.default_rng(1000 + seed)
     cand = [(int(i), int(j)) for i, j in zip(*np.nonzero(candidate), strict=True)]
     rankings["random"] = [cand[k] for k in rng.permutation(len(cand))]
@@ -219,8 +228,11 @@ def tables(results: list[dict], retrain_k: list[int]) -> str:
         keys = [f"P@{k}" for k in KS] + ["P@hidden"] + [f"R@{k}" for k in KS] + ["R@hidden", "AUROC"]
         out.append("| ranking | " + " | ".join(keys) + " |")
         out.append("|---|" + "---|" * len(keys))
-        for name in rs[0]["ranking"]:
-            out.append(f"| {name} | " + " | ".join(_ms([r["ranking"][name][k] for r in rs]) for k in keys) + " |")
+        names = list(dict.fromkeys(n for r in rs for n in r["ranking"]))
+        for name in names:
+            have = [r for r in rs if name in r["ranking"]]
+            label = name if len(have) == len(rs) else f"{name} (seed {', '.join(str(r['seed']) for r in have)})"
+            out.append(f"| {label} | " + " | ".join(_ms([r["ranking"][name][k] for r in have]) for k in keys) + " |")
         if protocol == "single-positive":
             names = list(rs[0]["estimate"])
             out.append("\nEstimated missing positives per class (sum over the unknown entries) against the truth:\n")
@@ -263,6 +275,14 @@ def main() -> None:
     ap.add_argument("--loss", default="bce-an")
     ap.add_argument("--freeze", default="all", help="train.freeze of every model (the frozen-trunk protocol)")
     ap.add_argument("--extra", default="", help="more `mlcl train` arguments of every model, one string")
+    ap.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "ARGS"),
+        help="another cross-fit whose fold models add ARGS (e.g. 'EM + APL' '--loss em-apl'); ranking only",
+    )
     ap.add_argument("--retrain-k", type=int, nargs="*", default=[100])
     ap.add_argument("--jobs", type=int, default=1, help="tasks (protocol x seed) run in parallel")
     ap.add_argument("--threads", type=int, default=2)
