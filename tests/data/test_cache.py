@@ -107,12 +107,16 @@ def test_budget_caches_a_prefix_and_the_rest_is_decoded(shared_dir: Path, decode
 def test_run_caches_share_one_budget_and_memory_mode_refuses(shared_dir: Path) -> None:
     data = _photos(shared_dir)
     sets = [ImageDataset(data, build_transform(32, train=False, **NORM)) for _ in range(2)]
-    total = cache_datasets([sets[0], None, sets[1]], "auto", 20 * 3072)
+    total = cache_datasets([(sets[0], 5), (None, 5), (sets[1], 2)], "auto", 20 * 3072)
     assert total == {"images": 20, "of": 24, "bytes": 20 * 3072, "seconds": total["seconds"]}
     assert sets[0].cache is not None and sets[0].cache.count == 12 and sets[1].cache.count == 8  # type: ignore[union-attr]
-    assert cache_datasets(sets, "none", 2**30) is None
+    assert cache_datasets([(s, 5) for s in sets], "none", 2**30) is None
     with pytest.raises(ConfigError, match=r"`data.cache=memory`: .* raise `data.cache_gib`, or use `data.cache=auto`"):
-        cache_datasets(sets, "memory", 20 * 3072)
+        cache_datasets([(s, 1) for s in sets], "memory", 20 * 3072)
+    # auto skips a set read once (its cache would cost a pass up front and save nothing)
+    once = ImageDataset(data, build_transform(32, train=False, **NORM))
+    assert cache_datasets([(once, 1.9)], "auto", 2**30) == {"images": 0, "of": 0, "bytes": 0, "seconds": 0.0}
+    assert once.cache is None
 
 
 def test_in_memory_arrays_are_not_cached() -> None:
@@ -182,7 +186,7 @@ def test_training_loaders_with_and_without_the_cache(tmp_path: Path) -> None:
     from tests.helpers.synthetic import make_shapes_csv
 
     csv = make_shapes_csv(tmp_path / "data", n=24)
-    base = [*QUIET_CPU, "model.backbone=resnet10t", "data.image_size=32", "train.batch_size=8"]
+    base = [*QUIET_CPU, "model.backbone=resnet10t", "data.image_size=32", "train.batch_size=8", "train.epochs=3"]
     base += [f"data.train={csv}", f"run.out={tmp_path / 'run'}", "data.num_workers=2"]
     runs = {}
     for mode in ("auto", "none"):
@@ -195,6 +199,8 @@ def test_training_loaders_with_and_without_the_cache(tmp_path: Path) -> None:
     assert cached.val_loader.dataset.cache is not None  # type: ignore[attr-defined]
     for a, b in zip(runs["auto"][1] + runs["auto"][2], runs["none"][1] + runs["none"][2], strict=True):
         assert a[0].dtype == torch.float32 and torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    one_epoch = build_training(load_config(None, [*base, "train.epochs=1"]), torch.device("cpu"), fresh=True)
+    assert one_epoch.train_set.cache is None  # read once: not cached
     with pytest.raises(ConfigError, match=r"`data.cache=memory`: .*need .* GiB, more than .*`data.cache_gib`"):
         build_training(
             load_config(None, [*base, "data.cache=memory", "data.cache_gib=1e-6"]), torch.device("cpu"), fresh=True

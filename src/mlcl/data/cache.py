@@ -144,16 +144,23 @@ class DecodedImageCache:
         return cls(buffer, offsets, shapes, time.perf_counter() - t0)
 
 
-def cache_datasets(datasets: Sequence[ImageDataset | None], mode: str, budget_bytes: int) -> dict[str, Any] | None:
+def cache_datasets(
+    datasets: Sequence[tuple[ImageDataset | None, float]], mode: str, budget_bytes: int
+) -> dict[str, Any] | None:
     """Build the decoded-image caches of a run's datasets (``data.cache``), in order, from one memory budget.
 
+    ``auto`` caches a dataset only when the run reads it at least twice (a cache built for one pass would decode
+    every image once more, up front, and keep them for nothing), and then the images that fit what is left of the
+    budget; ``memory`` caches every dataset and requires all of its images to fit.
+
     Args:
-        datasets: The datasets read every epoch (``None`` entries are skipped).
-        mode: ``auto`` (cache what fits, in order), ``memory`` (everything must fit) or ``none`` (nothing).
+        datasets: ``(dataset, passes)``: the datasets, and how many times the run reads each in full (``None``
+            datasets are skipped).
+        mode: ``auto``, ``memory`` or ``none`` (nothing).
         budget_bytes: Bytes of decoded images the caches may hold together.
 
     Returns:
-        ``{"images", "of", "bytes", "seconds"}`` over the datasets, or ``None`` for ``none``.
+        ``{"images", "of", "bytes", "seconds"}`` over the datasets cached, or ``None`` for ``none``.
 
     Raises:
         ConfigError: ``memory`` and the images need more than the budget (naming ``data.cache_gib``).
@@ -164,8 +171,8 @@ def cache_datasets(datasets: Sequence[ImageDataset | None], mode: str, budget_by
         raise ConfigError(f"`data.cache` must be auto, memory or none, got {mode!r}")
     total: dict[str, Any] = {"images": 0, "of": 0, "bytes": 0, "seconds": 0.0}
     left = int(budget_bytes)
-    for ds in datasets:
-        if ds is None:
+    for ds, passes in datasets:
+        if ds is None or (mode == "auto" and passes < 2):
             continue
         try:
             s = ds.cache_images(left, require_all=mode == "memory")
@@ -178,8 +185,9 @@ def cache_datasets(datasets: Sequence[ImageDataset | None], mode: str, budget_by
         for key in total:
             total[key] += s[key]
     total["seconds"] = round(total["seconds"], 2)
-    log.info(
-        "decoded-image cache (data.cache=%s): %d of %d images, %.0f MiB, built in %.1f s",
-        mode, total["images"], total["of"], total["bytes"] / 2**20, total["seconds"],
-    )  # fmt: skip
+    if total["of"]:
+        log.info(
+            "decoded-image cache (data.cache=%s): %d of %d images, %.0f MiB, built in %.1f s",
+            mode, total["images"], total["of"], total["bytes"] / 2**20, total["seconds"],
+        )  # fmt: skip
     return total

@@ -762,11 +762,10 @@ def build_training(
         score_tf = train_tf if getattr(objective.base, "train_scores_augmented", False) else eval_tf
         score_set = ImageDataset(data.train, score_tf, seed=cfg.train.seed, normalize_on_batch=True)
         train_score_loader = make_loader(score_set, per_rank, train=False, seed=0, workers=workers)
-    cache_datasets(  # decoded once, before any loader's workers start
-        [train_set, val_set, score_set],
-        cfg.data.cache,
-        int(cfg.data.cache_gib * 2**30),
-    )
+    epochs = cfg.train.epochs  # how many times the run reads each set in full
+    reads = epochs * steps * per_rank * world / len(train_set)
+    sets = [(train_set, reads), (val_set, epochs / cfg.train.eval_every), (score_set, epochs - 1.0)]
+    cache_datasets(sets, cfg.data.cache, int(cfg.data.cache_gib * 2**30))  # before any loader's workers start
     objective.to(device)
     optimizer = optimizer_from_config(cfg, model, objective)
     scheduler = scheduler_from_config(cfg, optimizer, steps)
