@@ -104,6 +104,18 @@ def finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() or (folder / "stage2" / "metrics.json").is_file()
 
 
+def prune_checkpoints(folder: Path) -> list[Path]:
+    """Delete the checkpoints (``*.pt``, a MulCon run's in ``stage1/`` and ``stage2/`` too) of a finished run in
+    ``folder``; returns the deleted files. A run that is not :func:`finished` is left alone (its ``last.pt`` is
+    what resumes it). The run folder keeps everything ``mlcl compare`` and ``mlcl report`` read."""
+    if not finished(folder):
+        return []
+    gone = sorted(p for sub in ("", "stage1", "stage2") for p in (folder / sub).glob("*.pt") if p.is_file())
+    for p in gone:
+        p.unlink()
+    return gone
+
+
 def train_command(args: Sequence[str], folder: Path, control: Sequence[str] = ()) -> list[str]:
     """The ``mlcl train`` command of the run in ``folder``.
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _runs import finished, run_train  # noqa: E402
+from _runs import finished, prune_checkpoints, run_train  # noqa: E402
 from miml_split import make_split  # noqa: E402
 
 #: Base losses of the missing-label study: table name -> `mlcl train` arguments.
@@ -110,6 +110,8 @@ class Pool:
     deadline: float
     log: Path
     control: list[str] = field(default_factory=list)
+    #: Delete the checkpoints of every finished run (:func:`_runs.prune_checkpoints`: the disk rule of grids).
+    prune: bool = False
     queue: list[Job] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -140,6 +142,8 @@ class Pool:
             ok = rc == 0 and finished(job.out)
             with self.lock, open(self.log, "a") as f:
                 f.write(json.dumps({"run": str(job.out), "rc": rc, "seconds": seconds, "cmd": job.args}) + "\n")
+        if ok and self.prune:
+            prune_checkpoints(job.out)
         on_done(job, ok)
         with self.lock:
             self.running -= 1
@@ -194,25 +198,36 @@ class MissingStudy:
 
     Priorities: every base on seed 0 and the CLML grid on seed 0 (of ``grid_methods``) first, then every base on
     seeds 1 and 2; once the grid is done, CLML at the official-equivalent weight (and at the chosen one, see
-    :meth:`done`) with every base on seeds 0, 1, 2, base by base; last, the ``drop:0.5`` runs, bases alone first.
+    :meth:`done`) with every base on seeds 0, 1, 2, base by base; last, the runs of the second protocol (``drop:0.5``
+    by default), bases alone first.
+
+    ``protocols`` maps a run-name tag to its ``--missing`` value: the first one's seed-0 grid chooses the weight,
+    which the second one reuses. ``method_args`` gives each base's ``mlcl train`` arguments (default
+    :data:`METHODS`), ``grid`` the seed-0 CLML weights in units of ``1 / (batch x classes)`` (default
+    :data:`CLML_GRID`).
     """
 
     def __init__(
         self, pool: Pool, root: Path, common: list[str], batch: int, classes: int, methods: list[str],
-        grid_methods: list[str],
+        grid_methods: list[str], *, protocols: dict[str, str] | None = None,
+        method_args: dict[str, list[str]] | None = None, grid: tuple[float, ...] = CLML_GRID,
     ) -> None:  # fmt: skip
         self.pool, self.root, self.common, self.methods, self.grid_methods = pool, root, common, methods, grid_methods
+        self.protocols = protocols or {"sp": "single-positive", "drop": "drop:0.5"}
+        self.first, self.second = list(self.protocols)
+        self.method_args = method_args or METHODS
+        self.base_grid = tuple(grid)
         self.unit = 1.0 / (batch * classes)
         self.grid: dict[str, dict[float, float]] = {m: {} for m in grid_methods}
-        self.mults: list[float] = list(CLML_GRID)
+        self.mults: list[float] = list(grid)
         self.chosen: float | None = None
 
     def run_dir(self, method: str, tag: str, protocol: str, seed: int) -> Path:
         return self.root / "missing" / f"{_slug(method)}-{tag}-{protocol}-s{seed}"
 
     def job(self, method: str, mult: float | None, protocol: str, seed: int, priority: float) -> Job:
-        args = [*self.common, *METHODS[method], "--seed", str(seed)]
-        args += ["--missing", {"sp": "single-positive", "drop": "drop:0.5"}[protocol]]
+        args = [*self.common, *self.method_args[method], "--seed", str(seed)]
+        args += ["--missing", self.protocols[protocol]]
         tag = "none"
         if mult is not None:
             args[args.index("--loss") + 1] += "+clml"
@@ -221,18 +236,19 @@ class MissingStudy:
         return Job(priority, f"{method} {tag} {protocol} s{seed}", args, self.run_dir(method, tag, protocol, seed))
 
     def start(self) -> None:
+        first = self.first
         for i, m in enumerate(self.methods):
-            self.pool.add(self.job(m, None, "sp", 0, 1 + i * 1e-3))
-            for mult in CLML_GRID if m in self.grid_methods else ():
-                self.pool.add(self.job(m, mult, "sp", 0, 1 + i * 1e-3))
+            self.pool.add(self.job(m, None, first, 0, 1 + i * 1e-3))
+            for mult in self.base_grid if m in self.grid_methods else ():
+                self.pool.add(self.job(m, mult, first, 0, 1 + i * 1e-3))
             for seed in (1, 2):
-                self.pool.add(self.job(m, None, "sp", seed, 3 + seed * 0.1 + i * 1e-3))
+                self.pool.add(self.job(m, None, first, seed, 3 + seed * 0.1 + i * 1e-3))
                 if m in self.grid_methods:  # the official-equivalent weight too, on every seed
-                    self.pool.add(self.job(m, 1.0, "sp", seed, 3 + seed * 0.1))
+                    self.pool.add(self.job(m, 1.0, first, seed, 3 + seed * 0.1))
 
     def done(self, job: Job, ok: bool) -> None:
         method, tag, protocol, seed = job.name.rsplit(" ", 3)
-        if protocol != "sp" or seed != "s0" or method not in self.grid_methods:
+        if protocol != self.first or seed != "s0" or method not in self.grid_methods:
             return
         with self.pool.lock:
             self.grid[method][0.0 if tag == "none" else float(tag.removeprefix("clml"))] = (
@@ -250,39 +266,47 @@ class MissingStudy:
                 self.chosen, extend = best, False
         if extend:
             for i, m in enumerate(self.grid_methods):
-                self.pool.add(self.job(m, self.mults[-1], "sp", 0, 1.5 + i * 1e-3))
+                self.pool.add(self.job(m, self.mults[-1], self.first, 0, 1.5 + i * 1e-3))
             return
         # Every base runs CLML at the official-equivalent weight (1 / (N C)) on every seed and both protocols, and
         # at the chosen weight too, unless that is the grid's smallest (indistinguishable from none: the grid
         # methods measured it on every seed, and on the other bases it would repeat the base run).
-        weights = [1.0] + ([best] if best != 1.0 and best != CLML_GRID[0] else [])
+        weights = [1.0] + ([best] if best != 1.0 and best != self.base_grid[0] else [])
         for i, m in enumerate(self.methods):
             for seed in (0, 1, 2):
                 for w in weights:
                     prio = 3 + seed * 0.1 if m in self.grid_methods else 4 + i * 0.01 + seed * 1e-3
-                    self.pool.add(self.job(m, w, "sp", seed, prio))
-                    self.pool.add(self.job(m, w, "drop", seed, 6 + i * 0.01 + seed * 1e-3))
-                self.pool.add(self.job(m, None, "drop", seed, 5 + i * 0.01 + seed * 1e-3))
+                    self.pool.add(self.job(m, w, self.first, seed, prio))
+                    self.pool.add(self.job(m, w, self.second, seed, 6 + i * 0.01 + seed * 1e-3))
+                self.pool.add(self.job(m, None, self.second, seed, 5 + i * 0.01 + seed * 1e-3))
 
 
 class MulconStudy:
-    """The runs of :data:`MULCON_SPECS`, read back as the rows of :data:`MULCON_ROWS`."""
+    """The runs of ``specs`` (default :data:`MULCON_SPECS`), read back as the rows of :data:`MULCON_ROWS` that
+    they hold."""
 
-    def __init__(self, pool: Pool, root: Path, common: list[str]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        root: Path,
+        common: list[str],
+        specs: dict[str, tuple[list[str], tuple[int, ...]]] | None = None,
+    ) -> None:
         self.pool, self.root, self.common = pool, root, common
+        self.specs = specs or MULCON_SPECS
 
     def run_dir(self, name: str, seed: int) -> Path:
         return self.root / "mulcon" / f"{name}-s{seed}"
 
     def start(self) -> None:
-        for i, (name, (extra, seeds)) in enumerate(MULCON_SPECS.items()):
+        for i, (name, (extra, seeds)) in enumerate(self.specs.items()):
             for seed in seeds:
                 prio = (2 if seed == 0 else 3.05 + seed * 0.1) + i * 1e-3 if len(seeds) > 1 else 7
                 args = [*self.common, *extra, "--seed", str(seed)]
                 self.pool.add(Job(prio, f"{name} s{seed}", args, self.run_dir(name, seed)))
 
     def _runs(self, name: str, stage: str) -> list[Path]:
-        runs = [self.run_dir(name, s) / stage for s in MULCON_SPECS[name][1]]
+        runs = [self.run_dir(name, s) / stage for s in self.specs.get(name, ([], ()))[1]]
         return [p for p in runs if (p / "metrics.json").is_file()]
 
     def table(self) -> str:
@@ -316,7 +340,7 @@ class MulconStudy:
             "| run | validation mAP |",
             "|---|---|",
         ]
-        for name in MULCON_SPECS:
+        for name in self.specs:
             p = self.run_dir(name, 0) / ("stage1" if name.startswith("mulcon") else "")
             if (name == "linear" or name.startswith("mulcon")) and (p / "metrics.json").is_file():
                 out.append(f"| {name} | {100 * _metrics(p)['best_val_mAP']:.2f} |")
@@ -329,7 +353,7 @@ def tables(root: Path, study: MissingStudy | None) -> str:
 
     out: list[str] = []
     if study is not None:
-        out.append("## CLML weight grid (seed 0, validation mAP %, single-positive)\n")
+        out.append(f"## CLML weight grid (seed 0, validation mAP %, {study.protocols[study.first]})\n")
         mults = sorted({k for g in study.grid.values() for k in g})
         out.append("| method | " + " | ".join("none" if k == 0 else f"{k:g}/(NC)" for k in mults) + " | chosen |")
         out.append("|---|" + "---|" * (len(mults) + 1))
@@ -338,8 +362,8 @@ def tables(root: Path, study: MissingStudy | None) -> str:
             cells = [f"{100 * g[k]:.2f}" if k in g and not math.isnan(g[k]) else "" for k in mults]
             chosen = study.chosen
             out.append(f"| {m} | " + " | ".join(cells) + f" | {'' if chosen is None else f'{chosen:g}/(NC)'} |")
-        for protocol in ("sp", "drop"):
-            out.append(f"\n## {protocol}: held-out mAP / CF1 % (mean ± std over seeds; Δ paired by seed)\n")
+        for protocol, missing in study.protocols.items():
+            out.append(f"\n## {missing}: held-out mAP / CF1 % (mean ± std over seeds; Δ paired by seed)\n")
             out.append("| method | mAP | CF1 | + CLML (weight) | mAP | CF1 | Δ mAP | Δ CF1 | Δ mAP vs AN |")
             out.append("|---|---|---|---|---|---|---|---|---|")
             an = [study.run_dir("AN", "none", protocol, s) for s in range(3)]
