@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["APVariant", "AugmentPreset", "Head", "OptimizerName", "Projection", "Schedule"]
+__all__ = [
+    "APVariant",
+    "AugmentPreset",
+    "CacheStorage",
+    "FreezeMode",
+    "Head",
+    "OptimizerName",
+    "Projection",
+    "Schedule",
+]
 
 Head = Literal["linear", "mulcon"]
 """``head=``: ``linear`` (global pool + linear) or ``mulcon`` (label-level attention, per-label classifiers)."""
@@ -35,3 +44,9 @@ AugmentPreset = Literal["none", "light", "flip", "default", "strong", "asl"]
 
 APVariant = Literal["nonint", "voc11", "vocall", "mlgcn"]
 """Names accepted by ``variant=`` / ``ap_variant=`` (see :data:`mlcl.metrics.AP_VARIANTS`)."""
+
+FreezeMode = Literal["none", "all"]
+"""``train.freeze`` besides a number of stages: nothing frozen, or the whole backbone (:mod:`mlcl.engine.frozen`)."""
+
+CacheStorage = Literal["auto", "memory", "file"]
+"""``train.freeze_cache``: where the frozen trunk's features live (:func:`mlcl.data.feature_cache.resolve_storage`)."""

@@ -137,6 +137,8 @@ def test_every_literal_field_is_checked() -> None:
         "mulcon.recipe",
         "run.ap_variant",
         "run.calibrate",
+        "data.cache",
+        "train.freeze_cache",
     }
 
 

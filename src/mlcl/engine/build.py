@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from mlcl.choices import AugmentPreset
 from mlcl.data.cache import cache_datasets
 from mlcl.data.dataset import ImageDataset
+from mlcl.data.feature_cache import CachedFeatureSet
 from mlcl.data.sampler import ResumableSampler
 from mlcl.data.sources import native_image_size
 from mlcl.data.split import RunData, prepare_run_data
@@ -33,6 +36,14 @@ from mlcl.data.transforms import ImageTransform, build_transform
 from mlcl.distributed import get_rank, get_world_size
 from mlcl.engine.amp import AmpSettings, amp_settings
 from mlcl.engine.config import Config, HeadInit, LossConfig
+from mlcl.engine.frozen import (
+    FrozenTrunkNet,
+    cache_loader,
+    cached_train_set,
+    check_freeze_config,
+    freeze_backbone,
+    frozen_probe_loader,
+)
 from mlcl.engine.loss_options import CONTRASTIVE_OPTIONS, check_loss_keywords, check_loss_options
 from mlcl.engine.objective import Objective
 from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_args, lr_multiplier, param_groups
@@ -581,6 +592,10 @@ def mulcon_stage_configs(cfg: Config) -> tuple[Config, Config]:
     s2.optim.attention_lr = mc.stage2_backbone_lr
     s2.train.epochs = mc.stage2_epochs
     s2.train.batch_size = mc.stage2_batch_size
+    try:  # a frozen trunk's cache must give stage 2 two distinct views
+        check_freeze_config(s2)
+    except ConfigError as e:
+        raise ConfigError(f"stage 2 of `train.method=mulcon`: {e}") from None
     return s1, s2
 
 
@@ -603,7 +618,8 @@ class Training:
         scheduler: Per-step learning-rate schedule.
         scaler: Gradient scaler (enabled for float16 on CUDA).
         ema: timm's ``ModelEmaV3`` of the model, or ``None``.
-        train_set: The training dataset (``data.views`` views per image).
+        train_set: The training dataset (``data.views`` views per image): the images, or under ``train.freeze``
+            the cached features of the frozen trunk (:mod:`mlcl.engine.frozen`).
         train_loader: Shuffled, ``drop_last``, view-collated loader of ``train_set`` (this rank's shard).
         val_loader: Validation loader (evaluation transform).
         eval_transform: The evaluation transform (for the final report's loader).
@@ -614,6 +630,8 @@ class Training:
             (:attr:`Objective.needs_train_scores`): this rank's unshuffled shard of the training images with the
             evaluation transform (or the seeded training augmentation, when the loss says
             ``train_scores_augmented``); ``None`` otherwise.
+        frozen: Under ``train.freeze``, the frozen trunk's plan (:class:`mlcl.engine.frozen.FrozenTrunk`), else
+            ``None``.
     """
 
     cfg: Config
@@ -627,7 +645,7 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     ema: Any
-    train_set: ImageDataset
+    train_set: ImageDataset | CachedFeatureSet
     train_loader: DataLoader
     val_loader: DataLoader
     eval_transform: Any
@@ -635,6 +653,7 @@ class Training:
     per_rank_batch: int
     probe: dict[str, Any] | None
     train_score_loader: DataLoader | None = None
+    frozen: Any = None
 
     @property
     def class_names(self) -> list[str]:
@@ -684,12 +703,20 @@ def resolve_data_defaults(cfg: Config, data: RunData) -> Config:
     """A copy of ``cfg`` with the recipe, ``data.image_size`` and ``data.augment`` filled when null."""
     cfg = resolve_recipe(copy.deepcopy(cfg))
     cfg.data.image_size = cfg.data.image_size or native_image_size(data.train)
-    cfg.data.augment = cfg.data.augment or ("light" if cfg.data.train == "builtin" else "default")
+    default: AugmentPreset = "light" if cfg.data.train == "builtin" else "default"
+    if cfg.train.freeze != "none":  # a frozen trunk's cache holds no random augmentation by default
+        default = "none"
+    cfg.data.augment = cfg.data.augment or default
     return cfg
 
 
 def build_training(
-    cfg: Config, device: torch.device, *, fresh: bool, saved_split: tuple[list[str], list[str]] | None = None
+    cfg: Config,
+    device: torch.device,
+    *,
+    fresh: bool,
+    saved_split: tuple[list[str], list[str]] | None = None,
+    run_dir: Path | None = None,
 ) -> Training:
     """Resolve ``cfg`` and build a training stage's components, in the order that fixes the random streams.
 
@@ -704,11 +731,13 @@ def build_training(
         fresh: A new run (``False`` when the state will be restored from a checkpoint: then neither
             ``train.init_from`` nor the linear probe runs, since the checkpoint holds the trained weights).
         saved_split: A resumed run's ``split.json`` (train ids, val ids), for ``prepare_run_data``.
+        run_dir: The run folder (where a frozen trunk's file cache goes; ``None``: the temporary folder).
     """
     world = get_world_size()
     if cfg.train.batch_size % world:
         raise ConfigError(f"`train.batch_size={cfg.train.batch_size}` is not divisible by the {world} processes")
     probe_c = probe_c_from_config(cfg)
+    check_freeze_config(cfg)
     torch.manual_seed(cfg.train.seed)
     d = cfg.data
     data = prepare_run_data(
@@ -747,15 +776,30 @@ def build_training(
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     amp = amp_settings(cfg.train.amp, device)
+    fit_set: ImageDataset | CachedFeatureSet = train_set
+    frozen = None
+    if cfg.train.freeze != "none":  # the rest of the model trains from the frozen trunk's cached output
+        frozen = freeze_backbone(cfg, model, len(data.train), run_dir)
+        fit_set = cached_train_set(
+            frozen, model, data.train, train_tf=train_tf, eval_tf=eval_tf, cfg=cfg, device=device,
+            amp=(amp.enabled, amp.dtype), folder=run_dir,
+        )  # fmt: skip
+        train_loader = cache_loader(fit_set, per_rank, seed=cfg.train.seed)
     probe = None
     if probe_c is not None and fresh:  # LP-FT; a resumed run restores the trained head instead
         from mlcl.engine.probe import init_head_from_probe, probe_subset
 
         rows = probe_subset(model, len(data.train), cfg.train.probe_images, seed=cfg.train.seed)
-        probe_set = data.train if rows is None else data.train.subset(rows)
-        probe_ds = ImageDataset(probe_set, eval_tf, normalize_on_batch=True)
-        probe_loader = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers)
-        probe = init_head_from_probe(model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype))
+        cached = frozen_probe_loader(frozen, fit_set, rows, per_rank) if frozen is not None else None
+        if cached is not None:  # the probe reads the frozen trunk's cache (filled now) instead of the images
+            probe_loader, probe_net = cached, FrozenTrunkNet(model, frozen)
+        else:
+            probe_set = data.train if rows is None else data.train.subset(rows)
+            probe_ds = ImageDataset(probe_set, eval_tf, normalize_on_batch=True)
+            probe_loader, probe_net = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers), model
+        probe = init_head_from_probe(
+            model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype), net=probe_net
+        )
     objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
     train_score_loader, score_set = None, None
     if objective.needs_train_scores:  # the end-of-epoch scoring pass over the training images
@@ -771,14 +815,14 @@ def build_training(
     scheduler = scheduler_from_config(cfg, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.scaler)
     ema = ema_from_config(cfg, model)
-    net: nn.Module = model
+    net: nn.Module = model if frozen is None else FrozenTrunkNet(model, frozen)
     if world > 1:
         unused = cfg.model.head == "mulcon" and cfg.loss.contrastive == "none"
         ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+        net = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=unused)
     return Training(
         cfg, data, device, amp, model, net, objective, optimizer, scheduler, scaler, ema,
-        train_set, train_loader, val_loader, eval_tf, steps, per_rank, probe, train_score_loader,
+        fit_set, train_loader, val_loader, eval_tf, steps, per_rank, probe, train_score_loader, frozen=frozen,
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from mlcl.choices import APVariant, AugmentPreset, Head, OptimizerName, Schedule
+from mlcl.choices import APVariant, AugmentPreset, CacheStorage, FreezeMode, Head, OptimizerName, Schedule
 from mlcl.errors import ConfigError
 
 __all__ = [
@@ -284,6 +284,19 @@ class TrainConfig:
             for small batches and small data, and with ``head_init=probe`` (the probe sees those statistics).
             ``None``: on under the default fine-tuning recipe and ``mulcon.recipe=default`` (as ``head_init``;
             both MulCon stages), else off.
+        freeze: Frozen-trunk training (:mod:`mlcl.engine.frozen`, docs/frozen.md): ``none`` (the default: the
+            whole model trains), ``all`` (the whole backbone is frozen and only the head, and the projection, train:
+            the "linear" setting of Cole et al. 2021) or ``N`` (the stem and the first ``N`` of the backbone's stages,
+            as timm groups them, are frozen; the rest trains). The frozen part's output is computed once per image
+            (and cached copy) in evaluation mode, cached in float16, and the rest trains from the cache. Under it
+            ``data.augment`` defaults to ``none``.
+        freeze_copies: Cached copies per image under ``freeze``: ``None`` resolves to 1 for ``data.augment=none``
+            (the evaluation transform), 2 for ``flip`` (the image and its mirror: each epoch reads the one the
+            fine-tuning run's seeded flip would give), and ``train.epochs`` for any other preset (copy ``k`` is the
+            augmentation of epoch ``k``; epoch ``e`` reads copy ``e mod K``).
+        freeze_cache: Where the cache lives: ``auto`` (in memory up to ``freeze_cache_mb``, else a file in the run
+            folder), ``memory`` or ``file``; the run's ``config.yaml`` records the resolved place.
+        freeze_cache_mb: The largest cache held in memory, in MB (2**20 bytes).
     """
 
     method: Method = "standard"
@@ -303,6 +316,10 @@ class TrainConfig:
     probe_images: int | None = None
     freeze_bn: bool | None = None
     checkpoint_every: str | None = None
+    freeze: FreezeMode | int = "none"
+    freeze_copies: int | None = None
+    freeze_cache: CacheStorage = "auto"
+    freeze_cache_mb: float = 2048.0
 
 
 @dataclass
@@ -443,6 +460,8 @@ RANGES: dict[str, _Check] = {
     "train.max_steps_per_epoch": _at_least(1),
     "train.stop_after": _at_least(1),
     "train.eval_every": _at_least(1),
+    "train.freeze_copies": _at_least(1),
+    "train.freeze_cache_mb": _above(0),
     "mulcon.stage1_epochs": _at_least(1),
     "mulcon.stage1_lr": _at_least(0),
     "mulcon.stage1_backbone_lr": _at_least(0),
@@ -494,6 +513,8 @@ def check_values(cfg: Config) -> None:
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

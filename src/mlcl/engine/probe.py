@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
@@ -87,6 +88,8 @@ def extract_embeddings(
     device: torch.device,
     *,
     amp: tuple[bool, torch.dtype] = (False, torch.float32),
+    features: Callable[[Tensor], Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """The classifier's input for every image of ``loader`` (eval mode), gathered over processes.
 
@@ -96,19 +99,26 @@ def extract_embeddings(
         loader: Yields ``(images, targets, dataset indices)``; under DDP each rank sees its shard.
         device: Device of the forward passes.
         amp: ``(enabled, dtype)`` of autocast.
+        features: Rows to extract instead, ``features(images) -> (B, ...)`` (run with ``model`` in eval mode): the
+            frozen-trunk cache (:mod:`mlcl.engine.frozen`) takes a frozen trunk's output.
+        dtype: The dtype the rows are kept and returned in.
 
     Returns:
-        ``(embeddings (N, D) or label embeddings (N, C, d), float32; targets (N, C) float32)`` on the CPU, each
-        dataset index once, in index order (the same on every rank).
+        ``(embeddings (N, D) or label embeddings (N, C, d) (or ``features``' rows), in ``dtype``; targets (N, C)
+        float32)`` on the CPU, each dataset index once, in index order (the same on every rank).
     """
     was_training = model.training
     model.eval()
     embs, tgts, idxs = [], [], []
     for images, targets, index in loader:
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-            out = model(images.to(device, non_blocking=True))
-        emb = out.label_emb if out.label_emb is not None else out.embedding
-        embs.append(emb.float())
+            x = images.to(device, non_blocking=True)
+            if features is not None:
+                emb = features(x)
+            else:
+                out = model(x)
+                emb = out.label_emb if out.label_emb is not None else out.embedding
+        embs.append(emb.to(dtype))
         tgts.append(targets.to(device).float())
         idxs.append(index.to(device))
     model.train(was_training)
@@ -194,7 +204,15 @@ def _classifier(model: nn.Module) -> tuple[Tensor, Tensor]:
     return fc.weight, fc.bias
 
 
-def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.device, *, c: float, amp=None) -> dict:
+def init_head_from_probe(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    c: float,
+    amp: tuple[bool, torch.dtype] | None = None,
+    net: nn.Module | None = None,
+) -> dict:
     """Set the classifier to the probe fitted on ``loader``'s images (rank 0 fits, the others receive).
 
     Args:
@@ -204,12 +222,15 @@ def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.dev
         device: Device of the forward passes.
         c: Inverse regularisation strength (see :func:`fit_linear_probe`).
         amp: ``(enabled, dtype)`` of autocast (default off).
+        net: What runs on ``loader``'s inputs to give the embeddings (a :class:`~mlcl.models.classifier.ModelOutput`);
+            default ``model``. A frozen-trunk run passes its :class:`~mlcl.engine.frozen.FrozenTrunkNet` and a loader
+            of cached features (the evaluation transform's copy).
 
     Returns:
         A summary: ``n_images``, ``c`` and the probe's mean training BCE over observed entries.
     """
     fc_weight, fc_bias = _classifier(model)
-    emb, tgt = extract_embeddings(model, loader, device, amp=amp or (False, torch.float32))
+    emb, tgt = extract_embeddings(model if net is None else net, loader, device, amp=amp or (False, torch.float32))
     if is_main_process():  # every rank holds the same gathered embeddings; one fit is enough
         weight, bias = fit_linear_probe(emb, tgt, c=c)
         weight = weight.to(device=fc_weight.device, dtype=fc_weight.dtype)
@@ -228,5 +249,8 @@ def init_head_from_probe(model: nn.Module, loader: DataLoader, device: torch.dev
         bce = nn.functional.binary_cross_entropy_with_logits(logits, (tgt == POS).to(logits), reduction="none")
         train_bce = float(bce[obs.to(bce.device)].mean()) if bool(obs.any()) else float("nan")
     summary = {"n_images": int(emb.shape[0]), "c": c, "train_bce": train_bce}
-    log.info("head initialised by a linear probe: %s", summary)
+    log.info(
+        "head initialised by a linear probe on %d training images (C=%g): training BCE %.4f on the observed labels",
+        summary["n_images"], c, train_bce,
+    )  # fmt: skip
     return summary

@@ -32,6 +32,7 @@ from mlcl.engine.build import (
     scheduler_from_config,
 )
 from mlcl.engine.config import Config, check_values, config_from_dict
+from mlcl.engine.frozen import check_freeze_config, check_freeze_stages
 from mlcl.engine.trainer import parse_checkpoint_every
 from mlcl.errors import ConfigError
 
@@ -66,6 +67,7 @@ def config_problems(cfg: Config, *, build: bool = True, num_classes: int = 80) -
     _collect(problems, lambda: parse_loss_name(cfg.loss.name))
     _collect(problems, lambda: projection_from_config(cfg))
     _collect(problems, lambda: probe_c_from_config(cfg))
+    _collect(problems, lambda: check_freeze_config(cfg))
     stages: list[Config] = []
     if not _collect(
         problems, lambda: stages.extend(mulcon_stage_configs(cfg) if cfg.train.method == "mulcon" else [cfg])
@@ -98,6 +100,7 @@ def _build(cfg: Config, num_classes: int) -> None:
     cfg.model.pretrained = False
     with torch.device("meta"):
         model = model_from_config(cfg, num_classes)
+    check_freeze_stages(cfg, model)
     optimizer = optimizer_from_config(cfg, model)
     scheduler_from_config(cfg, optimizer, steps_per_epoch=_STEPS_PER_EPOCH)
 

@@ -149,12 +149,28 @@ class MultiLabelClassifier(nn.Module):
             )
 
     def forward(self, x: Tensor) -> ModelOutput:
-        """Images ``(B, 3, H, W)`` -> :class:`ModelOutput`."""
+        """Images ``(B, 3, H, W)`` -> :class:`ModelOutput`: ``forward_head(backbone(x), backbone.pool(...))``."""
         feats = self.backbone(x)
-        embedding = self.backbone.pool(feats)
+        return self.forward_head(feats, self.backbone.pool(feats))
+
+    @property
+    def needs_feature_map(self) -> bool:
+        """Whether the head reads the feature map (label attention, BoostLU's CAM), not only the pooled embedding."""
+        return self.head_type != "linear" or self.cam_boost != 1
+
+    def forward_head(self, feats: Tensor | None, embedding: Tensor) -> ModelOutput:
+        """Everything after the backbone: the head (and the projection) on its output.
+
+        Args:
+            feats: The backbone's feature map (``TimmBackbone.forward``'s output); may be ``None`` when
+                :attr:`needs_feature_map` is false (the plain linear head reads only ``embedding``).
+            embedding: ``(B, D)`` the pooled embedding, ``backbone.pool(feats)``.
+        """
         label_emb = attn = proj = None
         if self.head_type == "linear" and self.cam_boost == 1:
             logits = self.fc(self.dropout(embedding))
+        elif feats is None:
+            raise ValueError(f"the {self.head_type!r} head (cam_boost={self.cam_boost}) needs the feature map")
         elif self.head_type == "linear":
             fmap = F.dropout2d(self._nchw(feats), self.dropout.p, self.training)
             logits = boost_cam(class_activation_map(fmap, self.fc.weight, self.fc.bias), self.cam_boost).mean((2, 3))
