@@ -20,6 +20,7 @@ import torch
 
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.signals import StopSafeLoader
+from tests.helpers.ddp import free_port
 from tests.helpers.synthetic import make_shapes_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def _train_in_own_group(tmp_path: Path, workers: int, step: int, extra: list[str
     deadline = time.monotonic() + 120
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError(f"the run never reached step {step}: {proc.communicate()[1]}")
         time.sleep(0.05)
     time.sleep(0.5)
@@ -166,3 +167,49 @@ def test_workers_ignore_the_stop_signals_and_still_deliver(tmp_path: Path) -> No
         os.kill(pid, signal.SIGINT)
     batches += list(it)
     assert torch.equal(torch.cat(batches), data)
+
+
+@pytest.mark.ddp
+def test_signal_to_a_torchrun_group_saves_the_state_and_resumes(tmp_path: Path) -> None:
+    """``kill -TERM -PGID`` on a torchrun job: both ranks (2 workers each) stop after the same step, one line."""
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    out = tmp_path / "run"
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
+    argv += ["--batch-size", "8", "--epochs", "2", "--workers", "2", "--no-progress", "-o", "run.tensorboard=false"]
+    marker = tmp_path / "in-step"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+    ]
+    proc = subprocess.Popen(
+        [*launcher, str(script), str(marker), "2", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"the run never reached step 2: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    # torchrun itself reports the signal its own way (a SignalException, exit 1); what mlcl controls is the ranks
+    assert "DataLoader worker" not in err, err
+    stops = [x for x in err.splitlines() if x.startswith("mlcl: stopped by SIGTERM")]
+    assert len(stops) == 1, err  # rank 0 says it; rank 1 stops silently
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["step"] == 2 and len(saved["rng"]) == 2
+    assert not _group_members(proc.pid)
