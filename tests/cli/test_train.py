@@ -138,3 +138,27 @@ def test_an_unknown_backbone_points_to_mlcl_list_backbones(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mlcl list backbones '*resnet*'" in err and "timm.list_models" not in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_probe_is_reported_as_a_readable_line(caplog: pytest.LogCaptureFixture) -> None:
+    """``head initialised by a linear probe on N training images (C=c): training BCE x``, not a raw dict."""
+    import logging
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mlcl.engine.probe import init_head_from_probe
+    from mlcl.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10t", 3)
+    images = torch.randn(12, 3, 32, 32)
+    targets = torch.randint(0, 2, (12, 3)).float()
+    loader = DataLoader(TensorDataset(images, targets, torch.arange(12)), batch_size=4)
+    with caplog.at_level(logging.INFO, logger="mlcl"):
+        summary = init_head_from_probe(model, loader, torch.device("cpu"), c=0.5)
+    lines = [r.getMessage() for r in caplog.records if "linear probe" in r.getMessage()]
+    assert lines == [
+        f"head initialised by a linear probe on 12 training images (C=0.5): training BCE {summary['train_bce']:.4f} "
+        "on the observed labels"
+    ]

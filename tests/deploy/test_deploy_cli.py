@@ -150,7 +150,7 @@ def test_unreadable_images_listed_and_skipped(
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    bad = [line for line in err.splitlines() if line.startswith("mlcl: error:")]
+    bad = [line for line in err.splitlines() if line.startswith("mlcl: warning:") and line.endswith("; skipped")]
     assert len(bad) == 2 and any("broken.png" in line for line in bad) and any("zz_truncated" in line for line in bad)
     assert "predict: 42/42 images" in err  # plain progress lines without a terminal
     rows = _rows(out)

@@ -18,12 +18,14 @@ from mlcl.errors import MlclError, TrainingInterrupted
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
+    "EXPORT_EXTRA",
     "Formatter",
     "Parser",
     "choices",
     "fail",
     "format_metrics_table",
     "plain",
+    "require_export_extra",
     "run_command",
     "show_warning",
     "verbose_parent",
@@ -86,6 +88,29 @@ def plain(doc: str) -> str:
     """A docstring line's reST markup as plain text: ``:func:`x` `` -> ``x``, double backticks dropped."""
     doc = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], doc)
     return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", doc)
+
+
+#: The optional dependencies of ``pip install 'mlcl[export]'`` (pyproject.toml) that commands import.
+EXPORT_EXTRA = ("onnx", "onnxruntime")
+
+
+def require_export_extra(what: str, modules: tuple[str, ...] = EXPORT_EXTRA) -> None:
+    """Check that the ``export`` extra's ``modules`` import, before any work.
+
+    Raises:
+        ConfigError: Naming ``what`` needs, the missing package, and ``pip install 'mlcl[export]'``.
+    """
+    import importlib
+
+    from mlcl.errors import ConfigError
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise ConfigError(
+                f"{what} needs the {name} package, which is not installed: pip install 'mlcl[export]'"
+            ) from None
 
 
 def fail(message: str) -> NoReturn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from mlcl.cli._common import verbose_parent
 from mlcl.errors import ConfigError, MlclError
@@ -67,8 +68,42 @@ def run(args: argparse.Namespace) -> None:
     th.checkpoint = ckpt.name
     out = Path(args.out) if args.out else sidecar_path(ckpt)
     th.save(out)
-    print(f"thresholds ({args.objective}) on {th.data}, {th.n_images} images:")
-    for name, value, npos in zip(th.class_names, th.thresholds, th.n_positives, strict=True):
-        note = f"  global (fallback: {th.fallback[name]})" if name in th.fallback else ""
-        print(f"  {name:<20}{value:>8.4f}  positives {npos}{note}")
+    print(format_calibration(th, probs, targets))
     print(f"written to {out}")
+
+
+def format_calibration(th: Any, probs: Any, targets: Any) -> str:
+    """The chosen thresholds with each class's F1 before (global threshold) and after, then CF1 and OF1 (in %).
+
+    Args:
+        th: The :class:`~mlcl.calibration.Thresholds` chosen.
+        probs: ``(N, C)`` the probabilities they were chosen on.
+        targets: ``(N, C)`` in {1, 0, -1}.
+    """
+    import torch
+
+    from mlcl.calibration import per_class_threshold_metrics
+
+    glob = torch.full((len(th.class_names),), float(th.global_threshold))
+    chosen = th.tensor()
+    width = max(12, *(len(n) for n in th.class_names)) + 2
+    g = f"{th.global_threshold:g}"
+    lines = [
+        f"thresholds ({th.objective}) on {th.data}, {th.n_images} images; F1 in % at the global threshold {g} "
+        "and at the chosen one:",
+        f"  {'class':<{width}}{'threshold':>10}{'positives':>11}{'F1 at ' + g:>12}{'F1 chosen':>11}",
+    ]
+    for j, (name, value, npos) in enumerate(zip(th.class_names, th.thresholds, th.n_positives, strict=True)):
+        before = per_class_threshold_metrics(probs[:, j : j + 1], targets[:, j : j + 1], glob[j : j + 1])
+        after = per_class_threshold_metrics(probs[:, j : j + 1], targets[:, j : j + 1], chosen[j : j + 1])
+        f1 = [f"{100 * m['CF1']:>11.2f}" if npos else f"{'n/a':>11}" for m in (before, after)]
+        note = f"  global (fallback: {th.fallback[name]})" if name in th.fallback else ""
+        lines.append(f"  {name:<{width}}{value:>10.4f}{npos:>11d} {f1[0]}{f1[1]}{note}")
+    before = per_class_threshold_metrics(probs, targets, glob)
+    after = per_class_threshold_metrics(probs, targets, chosen)
+    lines.append(
+        f"CF1 {100 * before['CF1']:.2f} -> {100 * after['CF1']:.2f}, OF1 {100 * before['OF1']:.2f} -> "
+        f"{100 * after['OF1']:.2f} on the data the thresholds were chosen on (optimistic: measure them on other "
+        "data with `mlcl eval CHECKPOINT --data ...`, which reads thresholds.json)"
+    )
+    return "\n".join(lines)

@@ -7,12 +7,13 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlcl.cli._common import choices, format_metrics_table, verbose_parent
-from mlcl.errors import MlclError
+from mlcl.errors import ConfigError, MlclError
 
 if TYPE_CHECKING:
+    from mlcl.calibration import Thresholds
     from mlcl.engine.config import Config, RunConfig
 
 __all__ = ["EVAL_FLAGS", "add_parser", "run"]
@@ -27,18 +28,34 @@ EVAL_FLAGS: dict[str, str] = {
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``mlcl eval`` and its options to ``subparsers``."""
     e = subparsers.add_parser("eval", help="evaluate a checkpoint", parents=[verbose_parent()])
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint (best.pt, last.pt) or a run folder")
     e.add_argument("--data", required=True, help="builtin (its test split), a CSV file, or KIND:PATH")
     e.add_argument(
         "--out",
         help="metrics JSON (default: eval_<data>.json beside the checkpoint, named after the data, e.g. "
         "eval_val.json for val.csv; an existing one from other data is not overwritten)",
     )
-    e.add_argument("--threshold", type=float, default=None)
-    e.add_argument("--ap-variant", choices=choices(EVAL_FLAGS["ap_variant"]), default=None)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--workers", type=int, default=2)
+    e.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="global decision threshold of CP/CR/CF1/OP/OR/OF1 (default: the checkpoint's run.threshold, 0.5)",
+    )
+    e.add_argument(
+        "--thresholds",
+        metavar="FILE",
+        help="per-class thresholds (a thresholds.json of `mlcl calibrate`): CP/CR/CF1/OP/OR/OF1 are also reported "
+        "with them (default: thresholds.json beside the checkpoint, when there is one)",
+    )
+    e.add_argument(
+        "--ap-variant",
+        choices=choices(EVAL_FLAGS["ap_variant"]),
+        default=None,
+        help="AP variant reported as mAP (default: the checkpoint's run.ap_variant, nonint)",
+    )
+    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding the images")
     e.add_argument(
         "--scores", metavar="FILE", help="also write the scores, targets and ids as an .npz (what `mlcl report` reads)"
     )
@@ -74,6 +91,35 @@ def default_eval_out(checkpoint: Path, spec: str, source: str) -> Path:
     return out
 
 
+def _per_class_thresholds(args: argparse.Namespace, pred: Any) -> tuple[Thresholds, Path] | None:
+    """The per-class thresholds to report with: ``--thresholds FILE``, else the checkpoint's sidecar, else none."""
+    from mlcl.calibration import Thresholds, sidecar_path
+
+    if args.thresholds:
+        path = Path(args.thresholds)
+        if not path.is_file():
+            raise ConfigError(f"--thresholds {path}: file not found")
+        th = Thresholds.load(path)
+        if th.class_names != pred.class_names:
+            raise ConfigError(f"--thresholds {path}: classes {th.class_names} differ from the checkpoint's")
+        return th, path
+    if pred.thresholds is None:
+        return None
+    return pred.thresholds, sidecar_path(pred.checkpoint_path or args.checkpoint)
+
+
+def format_threshold_table(metrics: dict[str, Any]) -> str:
+    """The threshold metrics at the global threshold and at the per-class thresholds, side by side, in %."""
+    per = metrics["per_class_thresholds"]
+    lines = [
+        f"with the per-class thresholds of {per['file']} ({per['objective']}, chosen on {per['chosen_on']}):",
+        f"{'metric':<16}{'global ' + format(metrics['threshold'], 'g'):>14}{'per-class':>12}",
+    ]
+    for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
+        lines.append(f"{key:<16}{100 * metrics[key]:>14.2f}{100 * per[key]:>12.2f}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> None:
     """Evaluate the checkpoint on ``--data``; print the table and write the metrics JSON."""
     from torch.utils.data import DataLoader
@@ -93,6 +139,7 @@ def run(args: argparse.Namespace) -> None:
         )
     loader = DataLoader(ImageDataset(data, pred.transform), batch_size=args.batch_size, num_workers=args.workers)
     run_options = _run_options(pred.config, args)
+    per_class = _per_class_thresholds(args, pred)  # a bad file fails before the images are read
     metrics, (scores, targets, index) = evaluate_model(
         pred.model,
         loader,
@@ -117,10 +164,20 @@ def run(args: argparse.Namespace) -> None:
         where=data.source or args.data,
     )
     metrics = {**metrics, "data": data.source or args.data, "checkpoint": str(args.checkpoint)}
+    metrics["threshold"] = run_options.threshold
+    if per_class is not None:
+        from mlcl.calibration import per_class_threshold_metrics
+
+        th, th_path = per_class
+        found = per_class_threshold_metrics(scores, targets, th.tensor())
+        metrics["per_class_thresholds"] = {"file": str(th_path), "objective": th.objective, "chosen_on": th.data}
+        metrics["per_class_thresholds"].update({k: found.get(k, 0.0) for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")})
     out = Path(args.out) if args.out else default_eval_out(Path(args.checkpoint), args.data, metrics["data"])
     from mlcl._io import atomic_write_text
 
     atomic_write_text(out, json.dumps(metrics, indent=2))
     print(f"metrics on {data.source or args.data} (in %):")
     print(format_metrics_table(metrics))
+    if per_class is not None:
+        print(format_threshold_table(metrics))
     print(f"written to {out}" + (f" (scores: {args.scores})" if args.scores else ""))

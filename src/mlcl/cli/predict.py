@@ -9,17 +9,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlcl.cli._common import verbose_parent
+from mlcl.cli._common import require_export_extra, verbose_parent
 from mlcl.errors import ConfigError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["EXIT_SKIPPED", "add_parser", "run"]
+
+#: Exit status when some images could not be read: each got a warning, the others were predicted (and written).
+EXIT_SKIPPED = 1
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``mlcl predict`` and its options to ``subparsers``."""
-    pr = subparsers.add_parser("predict", help="predict labels of images", parents=[verbose_parent()])
-    pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr = subparsers.add_parser(
+        "predict",
+        help="predict labels of images",
+        description="Predict the labels of images. An image that cannot be read gets a warning and is skipped; "
+        "exit status: 0 every image predicted, 1 some skipped (the others predicted and written), 2 an error "
+        "(nothing predicted).",
+        parents=[verbose_parent()],
+    )
+    pr.add_argument("checkpoint", help="a checkpoint or run folder, or an exported .onnx model")
+    pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     g = pr.add_mutually_exclusive_group()
     g.add_argument(
         "--threshold",
@@ -31,9 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--top-k", type=int, default=None, help="predict the K most probable labels")
     pr.add_argument("--out", help="CSV of probabilities and predicted labels (default: print)")
     pr.add_argument(
-        "--explain", metavar="DIR", help="write each predicted label's attention map as a PNG (mulcon head)"
+        "--explain",
+        metavar="DIR",
+        help="write a PNG per image and predicted label showing where the label was found: the label attention "
+        "map (mulcon head) or the class activation map (linear head)",
     )
-    pr.add_argument("--device", default="auto")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     pr.add_argument(
         "--backend",
         default=None,
@@ -65,6 +78,8 @@ def run(args: argparse.Namespace) -> None:
     if backend == "onnx":
         if args.explain:
             raise ConfigError("--explain needs the PyTorch checkpoint (--backend torch)")
+        sidecar = Path(f"{args.checkpoint}.json").is_file()  # without it, the metadata is read with onnx
+        require_export_extra("--backend onnx", ("onnxruntime",) if sidecar else ("onnxruntime", "onnx"))
         pred: Any = OnnxPredictor(args.checkpoint)
     else:
         from mlcl.distributed import resolve_device
@@ -81,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     done = last = 0
     for idx, probs, errors in predict_files(pred, files, batch_size=args.batch_size, workers=args.workers):
         for _, err in errors:
-            sys.stderr.write(f"mlcl: error: {err}\n")
+            sys.stderr.write(f"mlcl: warning: {err}; skipped\n")
         failed += errors
         labels = pred.decide(probs, threshold=args.threshold, top_k=args.top_k)
         for i, lab, row in zip(idx, labels, probs.tolist(), strict=True):
@@ -118,7 +133,9 @@ def run(args: argparse.Namespace) -> None:
         kept = [files[i] for i in order]
         labels = pred.decide(torch.tensor([rows[i] for i in order]), threshold=args.threshold, top_k=args.top_k)
         n = save_attention_pngs(pred, kept, labels, Path(args.explain))
-        print(f"{n} attention maps written to {args.explain}")
+        print(f"{n} explanation maps written to {args.explain}")
     if failed:
-        sys.stderr.write(f"mlcl: {len(failed)} of {total} image(s) could not be read and were skipped\n")
-        raise SystemExit(1)
+        sys.stderr.write(
+            f"mlcl: warning: {len(failed)} of {total} image(s) could not be read and were skipped (exit status 1)\n"
+        )
+        raise SystemExit(EXIT_SKIPPED)

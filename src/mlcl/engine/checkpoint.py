@@ -31,6 +31,7 @@ __all__ = [
     "get_rng_state",
     "inference_state_dict",
     "load_checkpoint",
+    "not_a_checkpoint",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -69,6 +70,35 @@ def _unwrap(p: Path, state: Any, map_location: str | torch.device) -> Any:
         raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
+#: How the two formats of ``torch.save`` begin: a zip archive (the default) or a pickle (the legacy format).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def not_a_checkpoint(path: str | Path) -> str | None:
+    """Why the file at ``path`` cannot be a ``torch.save`` file (empty, text, another binary), or ``None``.
+
+    Looks at the first bytes only, so that an empty file or a text file (an HTML error page saved as ``best.pt``, a
+    Git LFS pointer) is reported as such rather than as an unpickling error (``EOFError``, ``KeyError: 101``).
+    """
+    p = Path(path)
+    with p.open("rb") as f:
+        head = f.read(256)
+    if not head:
+        return f"checkpoint {p} is empty (0 bytes): not a checkpoint (was its copy or download interrupted?)"
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # text cut inside a multi-byte character at the end of `head` is still text
+        text = head[: e.start].decode("utf-8") if e.start >= len(head) - 3 else "\x00"
+    if not all(c.isprintable() or c.isspace() for c in text):
+        return f"checkpoint {p} is not a PyTorch file (it starts with bytes {head[:8].hex(' ')}, not a torch.save file)"
+    first = " ".join(text.split())[:60]
+    if text.startswith("version https://git-lfs"):
+        return f"checkpoint {p} is a Git LFS pointer, not the file itself: fetch it with `git lfs pull`"
+    return f"checkpoint {p} is a text file, not a PyTorch file (it starts with {first!r})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) and check that it is an mlcl checkpoint.
 
@@ -84,6 +114,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 break
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    why = not_a_checkpoint(p)
+    if why is not None:
+        raise CheckpointError(why)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way

@@ -1,4 +1,4 @@
-"""The command line: train / eval / predict / data / config / list, and one-line errors for bad input."""
+"""The commands end to end (train, eval, predict, data, config, list) and one-line errors for bad input."""
 
 from __future__ import annotations
 
@@ -36,12 +36,10 @@ COMMON = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    csv_path = make_shapes_csv(root / "data", n=40)
-    assert main(["train", "--data", str(csv_path), "--epochs", "1", "--out", str(root / "run"), *COMMON]) == 0
-    return csv_path, root / "run"
+@pytest.fixture
+def trained(tiny_run: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The session's tiny run (tests/cli/conftest.py): the shapes CSV and a one-epoch run of it."""
+    return tiny_run
 
 
 def test_train_prints_table_and_run_folder(trained: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
@@ -164,18 +162,6 @@ def test_predict_csv_and_top_k(trained: tuple[Path, Path], tmp_path: Path) -> No
     assert len(rows) == 41 and all(len(r[1].split("|")) == 2 for r in rows[1:])
     probs = [float(v) for v in rows[1][2:]]
     assert all(0 <= p <= 1 for p in probs)
-
-
-def test_predict_explain_needs_mulcon_head(
-    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    csv_path, run = trained
-    img = next((csv_path.parent / "images").glob("*.png"))
-    with pytest.raises(SystemExit) as e:
-        main(["predict", str(run / "best.pt"), str(img), "--explain", str(tmp_path / "x"), "--device", "cpu"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "mulcon" in err
 
 
 def test_simulate_missing(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -422,6 +408,6 @@ def test_config_validate_reports_every_bad_file(tmp_path: Path, capsys: pytest.C
 
 
 def test_config_validate_accepts_the_kit(capsys: pytest.CaptureFixture) -> None:
-    files = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    files = sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
     assert main(["config", "validate", "--no-build", *files]) == 0
     assert capsys.readouterr().out.count(": ok (") == len(files)
