@@ -10,7 +10,7 @@ import pytest
 
 from mlcl.cli import main
 from mlcl.data.csv_format import read_csv_labels
-from mlcl.errors import ConfigError
+from mlcl.errors import ConfigError, DataError
 from mlcl.labels.apply import apply_suggestions, parse_accept
 from tests.labels.conftest import Suggested
 
@@ -155,3 +155,14 @@ def test_apply_without_metadata_needs_data(
         [str(lone), "--accept", "all", "--out", str(tmp_path / "c.csv"), "--data", str(suggested.hidden)], capsys
     )
     assert code == 0 and (tmp_path / "c.csv").is_file()
+
+
+def test_a_rows_file_must_name_suggestions(suggested: Suggested, tmp_path: Path) -> None:
+    first = _suggestions(suggested.out)[0]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"filename,class,suggested\nnope.png,red,1\n{first['filename']},{first['class']},2\n")
+    out = tmp_path / "c.csv"
+    with pytest.raises(DataError) as e:
+        apply_suggestions(suggested.out, accept=f"rows:{rows}", out=out)
+    assert "line 2: (nope.png, red) is not among the suggestions" in str(e.value)
+    assert "line 3: suggested '2' is not 1, 0 or -1" in str(e.value) and not out.exists()
