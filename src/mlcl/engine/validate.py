@@ -12,6 +12,7 @@ is reported and left at its default), then each independent check runs (:func:`c
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,11 @@ def _load_every_key(path: Path) -> tuple[Config, list[str]]:
     good: dict[str, Any] = {}
     for section, values in data.items():
         if not isinstance(values, dict):
-            if _collect(problems, lambda s=section, v=values: config_from_dict({s: v}, source=str(path))):
+            if _collect(problems, partial(config_from_dict, {section: values}, source=str(path))):
                 good[section] = values
             continue
         for key, value in values.items():
-            if _collect(problems, lambda s=section, k=key, v=value: config_from_dict({s: {k: v}}, source=str(path))):
+            if _collect(problems, partial(config_from_dict, {section: {key: value}}, source=str(path))):
                 good.setdefault(section, {})[key] = value
     return config_from_dict(good, source=str(path)), problems
 
