@@ -230,3 +230,23 @@ def test_the_probe_of_a_frozen_backbone_is_fitted_on_the_cached_embeddings(tmp_p
     w, b = fit_linear_probe(cached, t.data.train.targets.float(), c=cfg.train.probe_c)
     torch.testing.assert_close(t.model.fc.weight.detach(), w.float(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(t.model.fc.bias.detach(), b.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_validation_runs_the_trained_part_on_the_validation_images_cached_features(tmp_path: Path) -> None:
+    from mlcl.engine.evaluate import score_rows
+
+    csv = make_shapes_csv(tmp_path / "data", n=40)
+    t = build_training(_cfg(tmp_path / "run", csv, ["train.freeze=2", "data.val_fraction=0.25"]), CPU, fresh=True)
+    other = copy.deepcopy(t.model)  # another copy of the weights (an EMA's): its own trained stages are used
+    with torch.no_grad():
+        for p in other.backbone.model.layer3.parameters():
+            p.mul_(1.5)
+    scores = []
+    for module in (t.model, other):
+        cached, _, index = score_rows(t.eval_net(module), t.val_loader, CPU, num_classes=4)
+        images, _, index2 = score_rows(module, t.loader(t.data.val), CPU, num_classes=4)
+        assert torch.equal(index, index2) and len(index) == 10
+        torch.testing.assert_close(cached, images, rtol=0, atol=2e-3)  # float16 rounding of the cached maps
+        scores.append(cached)
+    assert t.frozen.val_build_s is not None and t.frozen.n_val == 10
+    assert (scores[0] - scores[1]).abs().max() > 1e-2

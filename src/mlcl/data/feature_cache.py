@@ -143,8 +143,8 @@ class CachedFeatureSet(Dataset):
 
     ``features`` is the float16 ``(*shape)`` row of the copy ``pick(epoch, 0, i)`` (``(views, *shape)`` with more
     views), like :class:`~mlcl.data.dataset.ImageDataset`'s ``(image, target, i)``. The cache is filled by
-    ``build`` on the first :meth:`set_epoch` (which the training loop calls before each epoch), so that it is
-    computed from the weights the run trains with (a resumed run's restored ones).
+    ``build`` on the first :meth:`set_epoch` (which the training loop calls before each epoch) or the first item
+    read, so that it is computed from the weights the run trains with (a resumed run's restored ones).
 
     Args:
         targets: ``(N, C)`` float32 targets in {1, 0, -1}.
@@ -180,7 +180,7 @@ class CachedFeatureSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
         if self.cache is None:
-            raise RuntimeError("the feature cache is filled by set_epoch, before the epoch's loader is iterated")
+            self.cache = self._build()
         i = int(index)
         rows = [self.cache.data[self._pick(self.epoch, v, i), i] for v in range(self.views)]
         return (rows[0] if self.views == 1 else torch.stack(rows)), self.targets[i].clone(), i

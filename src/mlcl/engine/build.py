@@ -39,6 +39,7 @@ from mlcl.engine.config import Config, HeadInit, LossConfig
 from mlcl.engine.frozen import (
     FrozenTrunkNet,
     cache_loader,
+    cached_eval_set,
     cached_train_set,
     check_freeze_config,
     freeze_backbone,
@@ -621,7 +622,8 @@ class Training:
         train_set: The training dataset (``data.views`` views per image): the images, or under ``train.freeze``
             the cached features of the frozen trunk (:mod:`mlcl.engine.frozen`).
         train_loader: Shuffled, ``drop_last``, view-collated loader of ``train_set`` (this rank's shard).
-        val_loader: Validation loader (evaluation transform).
+        val_loader: Validation loader (evaluation transform; under ``train.freeze`` the cached features of the
+            validation images, for :meth:`eval_net`).
         eval_transform: The evaluation transform (for the final report's loader).
         steps_per_epoch: Optimiser steps per epoch (``train.max_steps_per_epoch`` applied).
         per_rank_batch: Images per step on this rank.
@@ -664,6 +666,14 @@ class Training:
     def eval_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run."""
         return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": self.amp}
+
+    def eval_net(self, module: nn.Module) -> nn.Module:
+        """What validation runs on :attr:`val_loader`'s batches: ``module`` (the model or its EMA), or its trained part.
+
+        Under ``train.freeze`` the validation batches are the cached features of the frozen trunk, and the trained
+        part (:class:`~mlcl.engine.frozen.FrozenTrunkNet`) runs on them.
+        """
+        return module if self.frozen is None else FrozenTrunkNet(module, self.frozen)  # type: ignore[arg-type]
 
     def loader(self, labelset: Any) -> DataLoader:
         """An evaluation loader (evaluation transform, no shuffling) over a label set."""
@@ -779,24 +789,32 @@ def build_training(
     fit_set: ImageDataset | CachedFeatureSet = train_set
     frozen = None
     if cfg.train.freeze != "none":  # the rest of the model trains from the frozen trunk's cached output
-        frozen = freeze_backbone(cfg, model, len(data.train), run_dir)
+        frozen = freeze_backbone(cfg, model, len(data.train), run_dir, n_val=len(data.val))
         fit_set = cached_train_set(
             frozen, model, data.train, train_tf=train_tf, eval_tf=eval_tf, cfg=cfg, device=device,
             amp=(amp.enabled, amp.dtype), folder=run_dir,
         )  # fmt: skip
         train_loader = cache_loader(fit_set, per_rank, seed=cfg.train.seed)
+        val_cache = cached_eval_set(
+            frozen, model, data.val, eval_tf=eval_tf, cfg=cfg, device=device, amp=(amp.enabled, amp.dtype),
+            folder=run_dir,
+        )  # fmt: skip
+        val_loader = cache_loader(val_cache, per_rank, seed=0, train=False)
     probe = None
     if probe_c is not None and fresh:  # LP-FT; a resumed run restores the trained head instead
         from mlcl.engine.probe import init_head_from_probe, probe_subset
 
         rows = probe_subset(model, len(data.train), cfg.train.probe_images, seed=cfg.train.seed)
-        cached = frozen_probe_loader(frozen, fit_set, rows, per_rank) if frozen is not None else None
-        if cached is not None:  # the probe reads the frozen trunk's cache (filled now) instead of the images
-            probe_loader, probe_net = cached, FrozenTrunkNet(model, frozen)
-        else:
+        probe_net: nn.Module = model
+        probe_loader = None
+        if frozen is not None and isinstance(fit_set, CachedFeatureSet):
+            probe_loader = frozen_probe_loader(frozen, fit_set, rows, per_rank)
+            if probe_loader is not None:  # the probe reads the frozen trunk's cache (filled now), not the images
+                probe_net = FrozenTrunkNet(model, frozen)
+        if probe_loader is None:
             probe_set = data.train if rows is None else data.train.subset(rows)
             probe_ds = ImageDataset(probe_set, eval_tf, normalize_on_batch=True)
-            probe_loader, probe_net = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers), model
+            probe_loader = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers)
         probe = init_head_from_probe(
             model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype), net=probe_net
         )

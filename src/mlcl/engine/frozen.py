@@ -63,6 +63,7 @@ __all__ = [
     "FrozenTrunk",
     "FrozenTrunkNet",
     "cache_loader",
+    "cached_eval_set",
     "cached_train_set",
     "check_freeze_config",
     "check_freeze_stages",
@@ -153,7 +154,9 @@ class FrozenTrunk:
         frozen_params: Parameters frozen (not trained).
         trainable_params: Parameters trained.
         modules: The frozen modules (BatchNorm layers among them stay in evaluation mode).
-        build_s: Seconds spent filling the cache (``None`` before).
+        build_s: Seconds spent filling the training images' cache (``None`` before).
+        n_val: Validation images, whose evaluation-transform output is cached too (validation reads it).
+        val_build_s: Seconds spent filling the validation images' cache (``None`` before).
     """
 
     mode: str | int
@@ -169,11 +172,13 @@ class FrozenTrunk:
     trainable_params: int
     modules: list[nn.Module]
     build_s: float | None = None
+    n_val: int = 0
+    val_build_s: float | None = None
 
     @property
     def nbytes(self) -> int:
-        """The cache's size: ``K x N x prod(shape) x 2`` bytes."""
-        return 2 * self.copies * self.n_images * math.prod(self.shape)
+        """The caches' size: ``(K x N + N_val) x prod(shape) x 2`` bytes."""
+        return 2 * (self.copies * self.n_images + self.n_val) * math.prod(self.shape)
 
     def features(self, model: MultiLabelClassifier) -> Callable[[Tensor], Tensor]:
         """The function from images ``(B, 3, S, S)`` to the cached rows ``(B, *shape)`` (the frozen part's output)."""
@@ -197,13 +202,17 @@ class FrozenTrunk:
             "augment": self.augment,
             "copies": self.copies,
             "n_images": self.n_images,
+            "n_val": self.n_val,
             "bytes": self.nbytes,
             "storage": self.storage,
             "build_s": self.build_s,
+            "val_build_s": self.val_build_s,
         }
 
 
-def freeze_backbone(cfg: Config, model: MultiLabelClassifier, n_images: int, folder: Path | None) -> FrozenTrunk:
+def freeze_backbone(
+    cfg: Config, model: MultiLabelClassifier, n_images: int, folder: Path | None, *, n_val: int = 0
+) -> FrozenTrunk:
     """Freeze the backbone (or its first stages) of ``model`` and plan the cache (``train.freeze`` != ``none``).
 
     The frozen parameters get ``requires_grad=False`` (call before the optimiser is built); the split is checked on
@@ -217,6 +226,7 @@ def freeze_backbone(cfg: Config, model: MultiLabelClassifier, n_images: int, fol
         model: The classifier.
         n_images: Training images ``N``.
         folder: The run folder (a file cache's place; ``None``: the system's temporary folder).
+        n_val: Validation images (cached once under the evaluation transform).
 
     Raises:
         ConfigError: One line: a bad ``train.freeze`` (e.g. more stages than the backbone has), a backbone that
@@ -243,7 +253,7 @@ def freeze_backbone(cfg: Config, model: MultiLabelClassifier, n_images: int, fol
     try:
         with torch.no_grad():
             plan = FrozenTrunk(mode, num_stages, split, pooled, (), freeze_augment(cfg), _copies(cfg), n_images, "",
-                               0, 0, modules)  # fmt: skip
+                               0, 0, modules, n_val=n_val)  # fmt: skip
             shape = tuple(plan.features(model)(x).shape[1:])
     finally:
         for m, was in modes:
@@ -258,10 +268,10 @@ def freeze_backbone(cfg: Config, model: MultiLabelClassifier, n_images: int, fol
     cfg.train.freeze_copies = plan.copies
     if is_main_process():
         log.info(
-            "frozen trunk (train.freeze=%s): %d parameters frozen, %d trained; cache of %d images x %d cop%s of %s "
-            "%s float16 = %.1f MB in %s",
+            "frozen trunk (train.freeze=%s): %d parameters frozen, %d trained; cache of %d images x %d cop%s (and %d "
+            "validation images) of %s %s float16 = %.1f MB in %s",
             mode, plan.frozen_params, plan.trainable_params, n_images, plan.copies,
-            "y" if plan.copies == 1 else "ies", "pooled embeddings" if pooled else "feature maps", list(shape),
+            "y" if plan.copies == 1 else "ies", n_val, "pooled embeddings" if pooled else "feature maps", list(shape),
             plan.nbytes / 2**20, "memory" if plan.storage == "memory" else f"a file in {folder}",
         )  # fmt: skip
     return plan
@@ -283,13 +293,14 @@ class FrozenTrunkNet(nn.Module):
         super().__init__()
         self.model = model
         self.plan = plan
+        self._rest = None if plan.split is None else plan.split.rest_of(model.backbone.model)
 
     def forward(self, h: Tensor) -> ModelOutput:
         """Cached rows ``(B, *shape)`` -> the model's :class:`~mlcl.models.classifier.ModelOutput`."""
         x = h.to(next(self.model.parameters()).dtype)
         if self.plan.pooled:
             return self.model.forward_head(None, x)
-        feats = x if self.plan.split is None else self.plan.split.rest(x)
+        feats = x if self._rest is None else self._rest(x)
         return self.model.forward_head(feats, self.model.backbone.pool(feats))
 
     def train(self, mode: bool = True) -> FrozenTrunkNet:
@@ -319,8 +330,6 @@ def cached_train_set(
     presets: the training transform of epochs ``0 .. K-1`` (seeded as in fine-tuning).
     """
     seed, views = cfg.train.seed, cfg.data.views
-    batch = max(1, cfg.train.batch_size // get_world_size())
-    workers = cfg.data.num_workers
 
     def copy_source(k: int) -> tuple[ImageDataset, bool]:
         if plan.augment in ("none", "flip"):
@@ -331,27 +340,73 @@ def cached_train_set(
 
     def build() -> FeatureCache:
         t0 = time.perf_counter()
-        cache = FeatureCache(plan.copies, plan.n_images, plan.shape, storage=plan.storage, folder=folder)
-        trunk = plan.features(model)
-        row_bytes = 4 * max(1, math.prod(plan.shape))
-        chunk = max(batch, CHUNK_BYTES // row_bytes // batch * batch)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for k in range(plan.copies):
-                ds, mirror = copy_source(k)
-                fn = (lambda x: trunk(x.flip(-1))) if mirror else trunk
-                for start in range(0, plan.n_images, chunk):
-                    rows = range(start, min(start + chunk, plan.n_images))
-                    values = _extract(model, Subset(ds, rows), fn, device=device, amp=amp, batch=batch, workers=workers)
-                    if values.shape[0] != len(rows):
-                        raise RuntimeError(f"the trunk gave {values.shape[0]} rows for {len(rows)} images")
-                    cache.write(k, start, values)
+        cache = _fill(plan, model, [copy_source(k) for k in range(plan.copies)], cfg=cfg, device=device, amp=amp,
+                      folder=folder)  # fmt: skip
         plan.build_s = round(time.perf_counter() - t0, 3)
         if is_main_process():
-            log.info("feature cache filled in %.1f s (%.1f MB)", plan.build_s, plan.nbytes / 2**20)
+            log.info("feature cache of the %d training images filled in %.1f s", plan.n_images, plan.build_s)
         return cache
 
     pick = copy_rule(plan.augment, plan.copies, seed=seed, views=views)
     return CachedFeatureSet(labelset.targets, build, pick, views=views)
+
+
+def cached_eval_set(
+    plan: FrozenTrunk,
+    model: MultiLabelClassifier,
+    labelset: MultiLabelSet,
+    *,
+    eval_tf: Any,
+    cfg: Config,
+    device: torch.device,
+    amp: tuple[bool, torch.dtype],
+    folder: Path | None,
+) -> CachedFeatureSet:
+    """The validation images' frozen-trunk output under the evaluation transform, one copy, filled on first use.
+
+    Validation then runs :meth:`Training.eval_net` (the trained part) on it instead of the whole model on images.
+    """
+
+    def build() -> FeatureCache:
+        t0 = time.perf_counter()
+        cache = _fill(plan, model, [(ImageDataset(labelset, eval_tf), False)], cfg=cfg, device=device, amp=amp,
+                      folder=folder)  # fmt: skip
+        plan.val_build_s = round(time.perf_counter() - t0, 3)
+        return cache
+
+    return CachedFeatureSet(labelset.targets, build, copy_rule("none", 1, seed=0, views=1), views=1)
+
+
+def _fill(
+    plan: FrozenTrunk,
+    model: MultiLabelClassifier,
+    sources: list[tuple[ImageDataset, bool]],
+    *,
+    cfg: Config,
+    device: torch.device,
+    amp: tuple[bool, torch.dtype],
+    folder: Path | None,
+) -> FeatureCache:
+    """A cache of ``len(sources)`` copies: copy ``k`` is the frozen part's output on ``sources[k]``'s images.
+
+    Their mirror when the source's flag is set; in chunks of :data:`CHUNK_BYTES`, inside a fork of the random streams.
+    """
+    n = len(sources[0][0])
+    cache = FeatureCache(len(sources), n, plan.shape, storage=plan.storage, folder=folder)
+    trunk = plan.features(model)
+    batch = max(1, cfg.train.batch_size // get_world_size())
+    chunk = max(batch, CHUNK_BYTES // (4 * max(1, math.prod(plan.shape))) // batch * batch)
+    with torch.random.fork_rng(devices=[]):
+        for k, (ds, mirror) in enumerate(sources):
+            fn = (lambda x: trunk(x.flip(-1))) if mirror else trunk
+            for start in range(0, n, chunk):
+                rows = range(start, min(start + chunk, n))
+                values = _extract(model, Subset(ds, rows), fn, device=device, amp=amp, batch=batch,
+                                  workers=cfg.data.num_workers)  # fmt: skip
+                if values.shape[0] != len(rows):
+                    raise RuntimeError(f"the trunk gave {values.shape[0]} rows for {len(rows)} images")
+                cache.write(k, start, values)
+    return cache
 
 
 def _extract(
@@ -398,20 +453,21 @@ def frozen_probe_loader(plan: FrozenTrunk, ds: CachedFeatureSet, rows: Any, batc
     return DataLoader(view, batch_size=batch_size, sampler=sampler, num_workers=0)
 
 
-def cache_loader(ds: CachedFeatureSet, batch_size: int, *, seed: int) -> DataLoader:
-    """This rank's shuffled loader over the cache: the same sampler (hence the same batches) as fine-tuning's.
+def cache_loader(ds: CachedFeatureSet, batch_size: int, *, seed: int, train: bool = True) -> DataLoader:
+    """This rank's loader over the cache: the same sampler (hence the same batches) as the images' loader.
 
-    No workers (the rows are in memory or mapped); multi-view rows are collated view-major.
+    ``train``: shuffled, the last partial batch dropped (as fine-tuning's); else every row once, in order. No
+    workers (the rows are in memory or mapped); multi-view rows are collated view-major.
     """
     sampler = ResumableSampler(
-        ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=seed, drop_last=True
+        ds, num_replicas=get_world_size(), rank=get_rank(), shuffle=train, seed=seed, drop_last=train
     )
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=0,
-        drop_last=True,
+        drop_last=train,
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate_feature_views if ds.views > 1 else None,
         generator=torch.Generator().manual_seed(seed),

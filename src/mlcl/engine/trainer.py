@@ -384,9 +384,11 @@ def _interrupted(stop: StopSignals, run_dir: Path, epoch: int, state: TrainState
 def _validate(t: Training, state: TrainState, record: dict[str, Any], run_log: RunLog, run_dir: Path) -> None:
     """Score the model (and its EMA) on the validation data into ``record``; write ``best.pt`` on a new best."""
     try:
-        scores = {"model": evaluate_model(t.model, t.val_loader, t.device, t.class_names, **t.eval_kwargs)}
+        net = t.eval_net(t.model)  # under train.freeze: the trained part, on the validation images' cached features
+        scores = {"model": evaluate_model(net, t.val_loader, t.device, t.class_names, **t.eval_kwargs)}
         if t.ema is not None:
-            scores["ema"] = evaluate_model(t.ema.module, t.val_loader, t.device, t.class_names, **t.eval_kwargs)
+            ema = t.eval_net(t.ema.module)
+            scores["ema"] = evaluate_model(ema, t.val_loader, t.device, t.class_names, **t.eval_kwargs)
     except DivergenceError as e:
         raise DivergenceError(
             f"validation after epoch {state.epoch}: {e}; last.pt keeps the last saved state. Usual remedies: a "

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -116,6 +116,11 @@ class TrunkSplit:
     def rest(self, h: Tensor) -> Tensor:
         """The backbone's ``forward_features`` output from the trunk's output ``h`` (stages ``n+1 .. S``, tail)."""
         return _features(self._rest, h)
+
+    def rest_of(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """:meth:`rest` of another copy of the backbone (an EMA's), sharing that copy's modules."""
+        clone = _with_identity(model, set(self.frozen))
+        return lambda h: _features(clone, h)
 
     @contextmanager
     def _stop_at_cut(self) -> Iterator[None]:
