@@ -36,8 +36,9 @@ down to the size at which the transform's own resize still shrinks every output 
 its antialiasing filter, not the reduction, sets the output's sharpness. Measured on three real photos
 (scikit-learn's ``china.jpg`` and ``flower.jpg``, matplotlib's ``grace_hopper.jpg``; 64-128 px outputs), as the
 mean absolute difference from a full-size decode, in 8-bit levels: 0.4-1.6 for a JPEG decoded at reduced scale
-and then warped (1.4-2.4 with a headroom of 1), 0.3 for a crop of an image reduced with Lanczos (0.7-0.8 with 1);
-choosing bicubic instead of bilinear resampling changes the warp by 0.8-2.6.
+and then warped (1.4-2.4 with a headroom of 1); for crops, 0.3 from the Lanczos reduction alone (0.7-0.8 with a
+headroom of 1) and 0.4-1.0 with the reduced-scale decode before it. Choosing bicubic instead of bilinear
+resampling changes the full decode's output by 0.8-2.9.
 """
 
 
