@@ -187,7 +187,7 @@ def test_training_loaders_with_and_without_the_cache(tmp_path: Path) -> None:
 
     csv = make_shapes_csv(tmp_path / "data", n=24)
     base = [*QUIET_CPU, "model.backbone=resnet10t", "data.image_size=32", "train.batch_size=8", "train.epochs=3"]
-    base += [f"data.train={csv}", f"run.out={tmp_path / 'run'}", "data.num_workers=2"]
+    base += [f"data.train={csv}", f"run.out={tmp_path / 'run'}", "data.num_workers=0"]
     runs = {}
     for mode in ("auto", "none"):
         t = build_training(load_config(None, [*base, f"data.cache={mode}"]), torch.device("cpu"), fresh=True)
