@@ -158,6 +158,8 @@ class Pool:
                 return
             for job in ready:
                 seen.add(job.out)
+                if self.prune:
+                    prune_checkpoints(job.out)
                 on_done(job, True)
 
     def run(self, on_done: Callable[[Job, bool], None]) -> None:

@@ -161,6 +161,12 @@ def test_driver_skips_finished_runs_prunes_and_chooses_the_clml_weight(
     assert sorted(float(w) for w in weights) == pytest.approx([0.1 / 640, 1.0 / 640])
     assert len(partial) == 2 * 3 * 3  # 2 bases x (none, chosen, official) x 3 seeds
 
+    # the tables of the finished runs, read back without running anything: the grid's choice again, checkpoints pruned
+    (root / "missing" / "an-none-sp-s0" / "best.pt").write_bytes(b"x")
+    pool3, _, missing3, _, _ = voc_e2e.build(_args(root, tmp_path / "voc"))
+    pool3.replay(lambda job, ok: missing3.done(job, ok) if job.out.parent.name == "missing" else None)
+    assert missing3.chosen == 0.1 and not list(root.rglob("*.pt"))
+
     # resumed: nothing left to run
     ran.clear()
     pool2, _, missing2, _, _ = voc_e2e.build(_args(root, tmp_path / "voc"))
