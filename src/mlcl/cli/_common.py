@@ -160,7 +160,8 @@ def run_command(command: Callable[[argparse.Namespace], None], args: argparse.Na
         command(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except TrainingInterrupted as e:  # a graceful stop: the state is saved, the line says how to continue
-        sys.stderr.write(f"mlcl: {e}\n")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; one line says so
+            sys.stderr.write(f"mlcl: {e}\n")
         return e.exit_status
     except BrokenPipeError:
         # Python's documented recipe: point stdout at devnull so that the final flush does not fail again.
