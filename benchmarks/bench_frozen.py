@@ -90,13 +90,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ft-steps", type=int, default=None, help="truncate the fine-tuning epochs (scaled up)")
+    ap.add_argument("--protocols", default="all,mulcon,5", help="of all (linear head), mulcon (all, attention), 5")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}, torch threads {torch.get_num_threads()}")
-    protocols = {
-        "frozen all, linear head (pooled)": ["train.freeze=all"],
-        "frozen all, label-attention head (map)": ["train.freeze=all", "model.head=mulcon"],
-        "frozen 5 of 7 stages, linear head": ["train.freeze=5"],
+    known = {
+        "all": ("frozen all, linear head (pooled)", ["train.freeze=all"]),
+        "mulcon": ("frozen all, label-attention head (map)", ["train.freeze=all", "model.head=mulcon"]),
+        "5": ("frozen 5 of 7 stages, linear head", ["train.freeze=5"]),
     }
+    protocols = dict(known[p] for p in args.protocols.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         data = train_csv(args.voc, Path(tmp))
         ft = build(data, args.weights, args, ["data.augment=default"])
@@ -110,8 +112,9 @@ def main() -> None:
             fill = time.perf_counter() - t0
             report = t.frozen.report()
             print(
-                f"{name}: cache of {report['n_images']} x {report['shape']} float16 = {report['bytes'] / 2**20:.1f} MB, "
-                f"filled in {fill:.1f} s; {report['trainable_params']} trained parameters"
+                f"{name}: cache of {report['n_images']} x {report['shape']} float16 (and the validation images'): "
+                f"{report['bytes'] / 2**20:.1f} MB, filled in {fill:.1f} s; {report['trainable_params']} trained "
+                "parameters"
             )
             frozen[name] = t
         times: dict[str, list[float]] = {"fine-tuning": [], **{name: [] for name in frozen}}
