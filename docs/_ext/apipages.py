@@ -208,6 +208,8 @@ def module_page(api: Api, mod_name: str) -> str:
                 home = api.home[entry.origin]
                 target = f":py:obj:`{entry.name} <{home}>`"
                 summary = _summary(entry.obj, api.alias)
+                if not summary and entry.kind == "data" and len(repr(entry.obj)) <= 60:
+                    summary = f"``{entry.obj!r}``"
                 if home != f"{mod_name}.{entry.name}":
                     summary = f"(documented as :py:obj:`{home}`) {summary}".strip()
             lines += [f"   * - {target}", f"     - {summary or ' '}"]
