@@ -364,7 +364,8 @@ def cached_eval_set(
 ) -> CachedFeatureSet:
     """The validation images' frozen-trunk output under the evaluation transform, one copy, filled on first use.
 
-    Validation then runs :meth:`Training.eval_net` (the trained part) on it instead of the whole model on images.
+    Validation then runs :meth:`~mlcl.engine.build.Training.eval_net` (the trained part) on it instead of the whole
+    model on images.
     """
 
     def build() -> FeatureCache:
