@@ -211,7 +211,8 @@ def run_task(a: argparse.Namespace, protocol: str, seed: int) -> dict:
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     v = np.asarray(values, dtype=np.float64) * scale
-    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+    spread = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():.{digits}f}" + (f" ± {spread:.{digits}f}" if spread > 0 else "")
 
 
 def tables(results: list[dict], retrain_k: list[int]) -> str:
