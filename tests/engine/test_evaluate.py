@@ -21,3 +21,26 @@ def test_flag_unpredicted_warns_on_the_main_process_only(
             report = ev.flag_unpredicted({"mAP": 0.5}, rows, ["a", "b"], threshold=0.5, where="the test split")
         assert report == {"mAP": 0.5, "unpredicted_classes": ["b"]}  # every rank gets the list
         assert len(caplog.records) == warned
+
+
+def test_score_rows_runs_in_inference_mode_and_returns_ordinary_tensors() -> None:
+    """The scoring pass's rows may become a loss's state (pseudo-labels): usable by autograd afterwards."""
+    from mlcl.models.classifier import ModelOutput
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+            self.modes: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> ModelOutput:
+            self.modes.append(torch.is_inference_mode_enabled())
+            return ModelOutput(logits=self.fc(x), embedding=x)
+
+    model = Model()
+    loader = [(torch.randn(3, 4), torch.tensor([[1, 0], [0, 1], [1, 1]]), torch.arange(3))]
+    scores, _, _ = ev.score_rows(model, loader, torch.device("cpu"), num_classes=2)  # type: ignore[arg-type]
+    assert model.modes == [True] and not scores.is_inference()
+    w = torch.ones(2, requires_grad=True)
+    (scores * w).sum().backward()  # an inference tensor cannot be saved for backward
+    torch.testing.assert_close(w.grad, scores.sum(0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +50,7 @@ from mlcl.engine.loss_options import CONTRASTIVE_OPTIONS, check_loss_keywords, c
 from mlcl.engine.objective import Objective
 from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_args, lr_multiplier, param_groups
 from mlcl.engine.signals import StopSafeLoader
+from mlcl.engine.speed import describe_speed, resolve_speed
 from mlcl.errors import CheckpointError, ConfigError
 from mlcl.models.classifier import MultiLabelClassifier, Projection, check_classifier_args
 from mlcl.models.factory import create_model
@@ -72,6 +74,9 @@ __all__ = [
     "resolve_recipe",
     "scheduler_from_config",
 ]
+
+
+log = logging.getLogger("mlcl")
 
 
 @contextmanager
@@ -424,7 +429,7 @@ def optimizer_from_config(cfg: Config, model: nn.Module, objective: Objective | 
     )
     if objective is not None:
         groups += objective.param_groups(lr)
-    return build_optimizer(groups, o.name, momentum=o.momentum, betas=o.betas)
+    return build_optimizer(groups, o.name, momentum=o.momentum, betas=o.betas, fused=bool(o.fused))
 
 
 def is_pretrained(cfg: Config) -> bool:
@@ -632,6 +637,7 @@ class Training:
             (:attr:`Objective.needs_train_scores`): this rank's unshuffled shard of the training images with the
             evaluation transform (or the seeded training augmentation, when the loss says
             ``train_scores_augmented``); ``None`` otherwise.
+        compile_s: Under ``train.compile``, the first step's seconds (compilation included), once it ran.
         frozen: Under ``train.freeze``, the frozen trunk's plan (:class:`mlcl.engine.frozen.FrozenTrunk`), else
             ``None``.
     """
@@ -655,7 +661,13 @@ class Training:
     per_rank_batch: int
     probe: dict[str, Any] | None
     train_score_loader: DataLoader | None = None
+    compile_s: float | None = None
     frozen: Any = None
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the model and its input batches are in channels-last memory format (``train.channels_last``)."""
+        return bool(self.cfg.train.channels_last)
 
     @property
     def class_names(self) -> list[str]:
@@ -664,8 +676,14 @@ class Training:
 
     @property
     def eval_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run."""
-        return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": self.amp}
+        """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run.
+
+        Evaluation runs in float32 on a CPU (bf16 autocast moved Lite0's probabilities by up to 8e-3,
+        BENCHMARKS.md), so that a run's validation and test metrics are those of ``mlcl eval``; on CUDA it runs under
+        the training autocast.
+        """
+        amp = self.amp if self.device.type == "cuda" else AmpSettings(False, torch.float32, False)
+        return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": amp}
 
     def eval_net(self, module: nn.Module) -> nn.Module:
         """What validation runs on :attr:`val_loader`'s batches: ``module`` (the model or its EMA), or its trained part.
@@ -744,6 +762,9 @@ def build_training(
         run_dir: The run folder (where a frozen trunk's file cache goes; ``None``: the temporary folder).
     """
     world = get_world_size()
+    cfg = resolve_speed(copy.deepcopy(cfg), device)  # the first line of a run: what runs fast here
+    if get_rank() == 0:
+        log.info(describe_speed(cfg, device))
     if cfg.train.batch_size % world:
         raise ConfigError(f"`train.batch_size={cfg.train.batch_size}` is not divisible by the {world} processes")
     probe_c = probe_c_from_config(cfg)
@@ -764,6 +785,8 @@ def build_training(
     )
     cfg = resolve_data_defaults(cfg, data)
     model = model_from_config(cfg, len(data.train.class_names)).to(device)
+    if cfg.train.channels_last:  # the 4-D weights (and below, the optimiser's state and the EMA's copy)
+        model = model.to(memory_format=torch.channels_last)
     cfg.data.mean, cfg.data.std = normalisation_from_config(cfg, model)
     if cfg.train.init_from and fresh:
         init_from_checkpoint(model, cfg.train.init_from)
@@ -824,8 +847,8 @@ def build_training(
         score_tf = train_tf if getattr(objective.base, "train_scores_augmented", False) else eval_tf
         score_set = ImageDataset(data.train, score_tf, seed=cfg.train.seed, normalize_on_batch=True)
         train_score_loader = make_loader(score_set, per_rank, train=False, seed=0, workers=workers)
-    epochs = cfg.train.epochs  # how many times the run reads each set in full
-    reads = epochs * steps * per_rank * world / len(train_set)
+    epochs = cfg.train.epochs  # how many times the run reads each set in full (a frozen trunk reads features)
+    reads = 0.0 if frozen is not None else epochs * steps * per_rank * world / len(train_set)
     sets = [(train_set, reads), (val_set, epochs / cfg.train.eval_every), (score_set, epochs - 1.0)]
     cache_datasets(sets, cfg.data.cache, int(cfg.data.cache_gib * 2**30))  # before any loader's workers start
     objective.to(device)
@@ -838,6 +861,8 @@ def build_training(
         unused = cfg.model.head == "mulcon" and cfg.loss.contrastive == "none"
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=unused)
+    if cfg.train.compile:  # compiled on the first step (timed there: mlcl.engine.loop)
+        net = torch.compile(net)  # type: ignore[assignment]
     return Training(
         cfg, data, device, amp, model, net, objective, optimizer, scheduler, scaler, ema,
         fit_set, train_loader, val_loader, eval_tf, steps, per_rank, probe, train_score_loader, frozen=frozen,

@@ -224,6 +224,8 @@ class OptimConfig:
         clip_grad_norm: Clip the gradient norm to this value (``None``: off).
         freeze_backbone_epochs: Keep the backbone's learning rate at 0 for this many epochs while the head
             learns first ("LP-FT"); 0 by default.
+        fused: Use the optimiser's fused kernel (one kernel updates every parameter). ``None``: where torch has
+            one for the optimiser and the device (CPU and CUDA for adam, adamw and sgd), resolved at start-up.
     """
 
     name: OptimizerName = "adamw"
@@ -241,6 +243,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     clip_grad_norm: float | None = None
     freeze_backbone_epochs: float = 0.0
+    fused: bool | None = None
 
 
 @dataclass
@@ -254,8 +257,14 @@ class TrainConfig:
             unless ``mulcon.stage2_epochs`` is set).
         batch_size: Global batch size (split evenly over processes under torchrun).
         seed: Seed of everything (data order, augmentation, initialisation, missing labels).
-        amp: Mixed precision: ``auto`` (float16 with a GradScaler on CUDA, off on CPU), ``off``, ``fp16``,
-            ``bf16``.
+        amp: Mixed precision: ``auto``, ``off``, ``fp16``, ``bf16``. ``auto`` resolves at start-up (recorded in
+            ``config.yaml``; :mod:`mlcl.engine.speed`): ``fp16`` (with a GradScaler) on CUDA, ``bf16`` on a CPU with
+            native bfloat16 instructions (``avx512_bf16`` / ``amx_bf16``), else ``off``. Losses stay in float32.
+        channels_last: Keep the model's 4-D weights and the input batches in channels-last memory format (NHWC,
+            the native layout of oneDNN's and cuDNN's convolutions). ``None``: on (resolved at start-up).
+        compile: Run the training forward through ``torch.compile`` (the first step's time, compilation
+            included, is logged). Off by default: on the CPUs measured it compiled for tens of seconds and did
+            not make the step faster (BENCHMARKS.md).
         ema: Keep an exponential moving average of the weights (evaluated and saved).
         ema_decay: EMA decay (with timm's warm-up, so short runs work).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -304,6 +313,8 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     amp: AmpMode = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
     ema: bool = True
     ema_decay: float = 0.999
     device: str = "auto"

@@ -103,7 +103,7 @@ def score_rows(
     num_classes: int,
     amp: AmpSettings | tuple[bool, torch.dtype] = (False, torch.float32),
 ) -> ScoreRows:
-    """The model's ``sigmoid(logits)`` on every row of ``loader``, in evaluation mode and without gradients.
+    """The model's ``sigmoid(logits)`` on every row of ``loader``, in evaluation mode and ``torch.inference_mode``.
 
     Under torch.distributed each rank scores its shard and every rank receives all rows, each dataset index once
     (the ``DistributedSampler``'s padding removed) and sorted by index (:meth:`mlcl.metrics.MetricAccumulator.
@@ -130,11 +130,13 @@ def score_rows(
     try:
         for images, targets, index in loader:
             images = images.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
                 logits = model(images).logits
+                probs = torch.sigmoid(logits.float())
             if not bool(torch.isfinite(logits).all()):
                 raise DivergenceError("the model gives non-finite outputs (its weights have diverged)")
-            acc.update(torch.sigmoid(logits.float()), targets.to(device), index.to(device))
+            # a clone made outside inference mode is an ordinary tensor: a loss may keep the scores as its state
+            acc.update(probs.clone(), targets.to(device), index.to(device))
     finally:
         for m, mode in modes:
             m.training = mode

@@ -7,6 +7,7 @@ is finite (before anything is updated), then ``scale -> backward -> unscale -> c
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -26,6 +27,8 @@ __all__ = ["epoch_seed", "freeze_batchnorm", "score_train_images", "train_one_ep
 
 #: A step whose loss exceeds this multiple of the run's first loss is warned about (once per run).
 GROWTH_WARNING = 1e3
+
+log = logging.getLogger("mlcl")
 
 
 class _NonFinite(Exception):
@@ -85,6 +88,7 @@ def train_one_epoch(
         if batch is None or pos.epoch_step >= t.steps_per_epoch:
             break
         images, targets, index = batch
+        first_compiled = cfg.train.compile and t.compile_s is None
         try:
             values, skipped = train_step(t, images, targets, index)
         except _NonFinite as e:
@@ -94,6 +98,10 @@ def train_one_epoch(
                 "Usual remedies: a lower learning rate (--lr), gradient clipping (-o optim.clip_grad_norm=1), "
                 "bf16 instead of fp16 (-o train.amp=bf16), or checking the data"
             ) from None
+        if first_compiled:  # torch.compile compiles the forward and the backward on the first step
+            t.compile_s = time.perf_counter() - start
+            if rank == 0:
+                log.info("torch.compile: the first step took %.1f s (compilation included)", t.compile_s)
         state.step += 1
         pos.epoch_step += 1
         pos.skipped += int(skipped)
@@ -155,11 +163,16 @@ def score_train_images(t: Training, epoch: int) -> Tensor:
 def train_step(t: Training, images: Tensor, targets: Tensor, index: Tensor) -> tuple[dict[str, float], bool]:
     """One optimiser step on a batch.
 
+    The images are moved to ``t.device`` (in channels-last memory format under ``train.channels_last``); the
+    forward runs under ``t.amp``'s autocast and the objective in float32 outside it.
+
     Returns:
         Each loss term's value, and whether the gradient scaler skipped the update (float16 overflow).
     """
     device = t.device
     images = images.to(device, non_blocking=True)
+    if getattr(t, "channels_last", False) and images.dim() == 4:  # the model's layout (mlcl.engine.speed)
+        images = images.contiguous(memory_format=torch.channels_last)
     targets = targets.to(device, non_blocking=True)
     index = index.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=t.amp.dtype, enabled=t.amp.enabled):

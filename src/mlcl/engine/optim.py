@@ -87,20 +87,34 @@ def check_optimizer_args(name: str, *, momentum: float = 0.9, betas: Sequence[fl
 
 
 def build_optimizer(
-    groups: list[dict], name: OptimizerName, *, momentum: float = 0.9, betas: Sequence[float] = (0.9, 0.999)
+    groups: list[dict],
+    name: OptimizerName,
+    *,
+    momentum: float = 0.9,
+    betas: Sequence[float] = (0.9, 0.999),
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """``adam`` (weight decay as L2, as the official CLML code), ``adamw`` or ``sgd`` (with momentum).
+
+    Args:
+        groups: Parameter groups (:func:`param_groups`).
+        name: The optimiser.
+        momentum: SGD's momentum.
+        betas: Adam's ``(beta1, beta2)``.
+        fused: torch's fused kernel (every parameter's update in one kernel; the same update up to the order
+            of floating-point operations); torch's default implementation otherwise.
 
     Raises:
         ValueError: See :func:`check_optimizer_args`.
     """
     check_optimizer_args(name, momentum=momentum, betas=betas)
+    kernel = {"fused": True} if fused else {}
     if name == "sgd":
-        return torch.optim.SGD(groups, momentum=momentum)
+        return torch.optim.SGD(groups, momentum=momentum, **kernel)
     b1, b2 = betas
     if name == "adam":
-        return torch.optim.Adam(groups, betas=(b1, b2))
-    return torch.optim.AdamW(groups, betas=(b1, b2))
+        return torch.optim.Adam(groups, betas=(b1, b2), **kernel)
+    return torch.optim.AdamW(groups, betas=(b1, b2), **kernel)
 
 
 def check_schedule_args(

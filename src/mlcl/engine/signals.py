@@ -108,8 +108,8 @@ class StopSafeLoader(DataLoader):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        user_init = kwargs.pop("worker_init_fn", None)
-        super().__init__(*args, worker_init_fn=partial(_ignore_stop_signals, user_init), **kwargs)
+        kwargs["worker_init_fn"] = partial(_ignore_stop_signals, kwargs.get("worker_init_fn"))
+        super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Any:
         if self.num_workers == 0 or threading.current_thread() is not threading.main_thread():
