@@ -117,6 +117,7 @@ def _scoring_training(model: nn.Module, loader: Any) -> SimpleNamespace:
     """What :func:`loop.score_train_images` reads of a :class:`Training` (also used by the two-process test)."""
     return SimpleNamespace(
         model=model, device=torch.device("cpu"), amp=AmpSettings(False, torch.float32, False),
+        eval_amp=AmpSettings(False, torch.float32, False),
         train_score_loader=loader, class_names=["a", "b", "c"],
     )  # fmt: skip
 

@@ -675,15 +675,14 @@ class Training:
         return self.data.train.class_names
 
     @property
-    def eval_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run.
+    def eval_amp(self) -> AmpSettings:
+        """The autocast of the passes without gradients (validation, test, the scoring pass): :func:`eval_amp`."""
+        return eval_amp(self.amp, self.device)
 
-        Evaluation runs in float32 on a CPU (bf16 autocast moved Lite0's probabilities by up to 8e-3,
-        BENCHMARKS.md), so that a run's validation and test metrics are those of ``mlcl eval``; on CUDA it runs under
-        the training autocast.
-        """
-        amp = self.amp if self.device.type == "cuda" else AmpSettings(False, torch.float32, False)
-        return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": amp}
+    @property
+    def eval_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`mlcl.engine.evaluate.evaluate_model` for this run."""
+        return {"threshold": self.cfg.run.threshold, "ap_variant": self.cfg.run.ap_variant, "amp": self.eval_amp}
 
     def eval_net(self, module: nn.Module) -> nn.Module:
         """What validation runs on :attr:`val_loader`'s batches: ``module`` (the model or its EMA), or its trained part.
@@ -698,6 +697,16 @@ class Training:
         tf = self.eval_transform
         ds = ImageDataset(labelset, tf, normalize_on_batch=isinstance(tf, ImageTransform))
         return make_loader(ds, self.per_rank_batch, train=False, seed=0, workers=self.cfg.data.num_workers)
+
+
+def eval_amp(amp: AmpSettings, device: torch.device) -> AmpSettings:
+    """The autocast of a run's passes without gradients: the training one on CUDA, float32 on a CPU.
+
+    On a CPU bf16 autocast is for the training step only: it moved the probabilities of Lite0 by more than 1e-3
+    (BENCHMARKS.md, "Training and prediction speed"), so the validation and test metrics, the linear probe's
+    embeddings and the scoring pass's scores are computed in float32, as ``mlcl eval`` computes them.
+    """
+    return amp if device.type == "cuda" else AmpSettings(False, torch.float32, False)
 
 
 def make_loader(ds: ImageDataset, batch_size: int, *, train: bool, seed: int, workers: int) -> DataLoader:
@@ -838,8 +847,9 @@ def build_training(
             probe_set = data.train if rows is None else data.train.subset(rows)
             probe_ds = ImageDataset(probe_set, eval_tf, normalize_on_batch=True)
             probe_loader = make_loader(probe_ds, per_rank, train=False, seed=0, workers=workers)
+        probe_amp = eval_amp(amp, device)
         probe = init_head_from_probe(
-            model, probe_loader, device, c=probe_c, amp=(amp.enabled, amp.dtype), net=probe_net
+            model, probe_loader, device, c=probe_c, amp=(probe_amp.enabled, probe_amp.dtype), net=probe_net
         )
     objective.init_state(train_set.targets, seed=cfg.train.seed, ids=data.train.ids, class_names=data.train.class_names)
     train_score_loader, score_set = None, None

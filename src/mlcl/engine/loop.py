@@ -152,7 +152,7 @@ def score_train_images(t: Training, epoch: int) -> Tensor:
         dataset.set_epoch(epoch)
     n = len(dataset)  # type: ignore[arg-type]
     try:
-        scores, _, index = score_rows(t.model, loader, t.device, num_classes=len(t.class_names), amp=t.amp)
+        scores, _, index = score_rows(t.model, loader, t.device, num_classes=len(t.class_names), amp=t.eval_amp)
     except DivergenceError as e:
         raise DivergenceError(f"scoring the training images after epoch {epoch + 1}: {e}") from None
     if index.numel() != n or not torch.equal(index.cpu(), torch.arange(n)):
