@@ -437,8 +437,10 @@ def test_cli_stops_with_one_line_and_the_documented_status(tmp_path: Path, name:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-c", _CLI_SCRIPT, name, *argv], env=env, capture_output=True, text=True)
     assert proc.returncode == status, proc.stderr
-    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    # the run's own lines (its speed options, its cache) come first; then one line says why it stopped
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("mlcl:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == lines[0]
     assert name in lines[0] and f"mlcl train --resume {out}" in lines[0]
     assert load_checkpoint(out / "last.pt")["position"]["epoch_step"] == 2
 
