@@ -5,36 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
+from tests.helpers.browser import chromium_driver
 from tests.helpers.paths import MIML_DIR
-
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def _driver():  # noqa: ANN202
-    missing = [t for t in ("chromium", "chromedriver") if shutil.which(t) is None]
-    if missing or not Path(CHROMEDRIVER).is_file():
-        pytest.fail(
-            f"the browser test needs {', '.join(missing) or CHROMEDRIVER}: install them with "
-            "`apt-get install chromium chromium-driver` (.ci/run does)"
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("the browser test needs selenium: pip install -e '.[dev]'")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or ""
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return chromium_driver(2000)
 
 
 def _train(csv: Path, out: Path) -> Path:

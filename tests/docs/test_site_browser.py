@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,9 +24,9 @@ from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 import pytest
 
+from tests.helpers.browser import chromium_driver
 from tests.helpers.paths import REPO
 
-CHROMEDRIVER = "/usr/bin/chromedriver"
 CLML_ID = "mlcl.losses.functional.clml"
 
 
@@ -67,23 +66,7 @@ def base_url(site: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    missing = [t for t in ("chromium", "chromedriver") if shutil.which(t) is None]
-    if missing or not Path(CHROMEDRIVER).is_file():
-        pytest.fail(
-            f"the browser test needs {', '.join(missing) or CHROMEDRIVER}: install them with "
-            "`apt-get install chromium chromium-driver` (.ci/run does)"
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("the browser test needs selenium: pip install -e '.[dev]'")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1400"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or ""
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv = chromium_driver(1400)
     try:
         yield drv
     finally:

@@ -62,14 +62,19 @@ def _train_in_own_group(tmp_path: Path, workers: int, step: int, extra: list[str
         text=True,
         start_new_session=True,  # setsid: the run leads a process group of its own, as under a scheduler
     )
-    deadline = time.monotonic() + 120
+    _wait_for_step(proc, marker, step)
+    return proc, out
+
+
+def _wait_for_step(proc: subprocess.Popen, marker: Path, step: int) -> None:
+    """Wait until the run in ``proc`` is inside its ``step``-th step (its marker file exists), with workers alive."""
+    deadline = time.monotonic() + 180
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError(f"the run never reached step {step}: {proc.communicate()[1]}")
         time.sleep(0.05)
     time.sleep(0.5)
-    return proc, out
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -198,13 +203,7 @@ def test_signal_to_a_torchrun_group_saves_the_state_and_resumes(tmp_path: Path) 
         text=True,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 180
-    while not marker.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"the run never reached step 2: {proc.communicate()[1]}")
-        time.sleep(0.05)
-    time.sleep(0.5)
+    _wait_for_step(proc, marker, 2)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     # torchrun itself reports the signal its own way (a SignalException, exit 1); what mlcl controls is the ranks
