@@ -117,7 +117,8 @@ def test_ll_cp_resume_equals_uninterrupted(tmp_path: Path) -> None:
 def test_two_processes_equal_one(tmp_path: Path) -> None:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     # SGD: Adam's normalisation would blow the summation-order differences of near-zero gradients up to lr.
-    extra = ["train.epochs=2", "optim.name=sgd", "optim.lr=0.05"]
+    # float32: under bf16 autocast each rank's partial gradients are rounded, and 2 ranks differ from 1 by ~1e-3
+    extra = ["train.epochs=2", "optim.name=sgd", "optim.lr=0.05", "train.amp=off"]
     single = fit(load_config(None, _overrides(csv, tmp_path / "one", extra)))
     run_spawned(fit_worker, _overrides(csv, tmp_path / "two", extra))
     a = load_checkpoint(tmp_path / "one" / "last.pt")
