@@ -213,3 +213,21 @@ def test_signal_to_a_torchrun_group_saves_the_state_and_resumes(tmp_path: Path) 
     saved = load_checkpoint(out / "last.pt")
     assert saved["step"] == 2 and len(saved["rng"]) == 2
     assert not _group_members(proc.pid)
+
+
+def test_a_process_exits_with_a_loader_iterator_still_alive() -> None:
+    """The workers ignore SIGTERM, and multiprocessing's exit hook ends daemonic children with SIGTERM, then joins
+    them: without mlcl's own exit hook, a process that exits holding a live iterator (one kept by an exception's
+    traceback after a failed ``fit``, here a module global) waits for its workers forever."""
+    script = (
+        "import torch\n"
+        "from mlcl.engine.signals import StopSafeLoader\n"
+        "batches = iter(StopSafeLoader(torch.arange(8.0), batch_size=2, num_workers=2))\n"
+        "next(batches)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError("the process did not exit: its DataLoader workers were never ended") from error
+    assert done.returncode == 0, done.stderr
