@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LOSS_CATALOG", "SETTINGS", "LossEntry", "losses_for"]
+from mlcl.errors import ConfigError
+
+__all__ = ["LOSS_CATALOG", "SETTINGS", "LossEntry", "losses_for", "parse_loss_name"]
 
 #: The label settings a loss can be made for: every label known; some labels unknown, with known negatives left
 #: (``drop:R``, ``partial:P``); only positives known (``single-positive``, ``keep-*-plus-one``: no negative).
@@ -111,3 +113,25 @@ def losses_for(setting: str) -> list[str]:
     if setting not in SETTINGS:
         raise ValueError(f"`setting` must be one of {', '.join(SETTINGS)}, got {setting!r}")
     return [name for name, entry in LOSS_CATALOG.items() if setting in entry.made_for]
+
+
+def parse_loss_name(name: str) -> tuple[str, bool]:
+    """Split ``loss.name`` into its base loss and whether the CLML term is added.
+
+    ``"hill+clml"`` -> ``("hill", True)``; ``"bce"`` -> ``("bce", False)``. The base is not checked against the
+    catalogue here (the objective's builder names the valid ones).
+
+    >>> parse_loss_name("hill+clml")
+    ('hill', True)
+
+    Raises:
+        ConfigError: The name is empty, or is not ``BASE`` or ``BASE+clml``.
+    """
+    parts = [p.strip() for p in name.split("+") if p.strip()]
+    if not parts:
+        raise ConfigError(f"`loss.name` is empty: {name!r}")
+    use_clml = "clml" in parts[1:]
+    rest = [p for p in parts[1:] if p != "clml"]
+    if rest or parts[0] == "clml":
+        raise ConfigError(f"`loss.name` must be BASE or BASE+clml, got {name!r}")
+    return parts[0], use_clml

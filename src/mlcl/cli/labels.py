@@ -147,8 +147,11 @@ def _suggest(args: argparse.Namespace) -> None:
         per_class=args.per_class,
         min_prob=args.min_prob,
         meta=meta,
-        page=not args.no_page,
     )
+    if not args.no_page:  # built from the files just written: the review page reads the suggestions
+        from mlcl.report.review import write_review_page
+
+        write_review_page(files.csv, files.page)
     print(f"{len(kept)} of {len(ranking)} ranked entries written to {files.csv} (scores: {files.scores.name})")
     if not args.no_page:
         print(f"review page: {files.page}")

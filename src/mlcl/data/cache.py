@@ -8,17 +8,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from mlcl.errors import ConfigError
 
-if TYPE_CHECKING:
-    from mlcl.data.dataset import ImageDataset
-
-__all__ = ["DecodedImageCache", "cache_datasets", "cache_threads"]
+__all__ = ["CachesImages", "DecodedImageCache", "cache_datasets", "cache_threads"]
 
 log = logging.getLogger("mlcl")
 
@@ -26,6 +23,21 @@ log = logging.getLogger("mlcl")
 def cache_threads() -> int:
     """Threads that decode while the cache is built: ``min(8, CPU count)`` (PIL releases the GIL to decode)."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+class CachesImages(Protocol):
+    """What :func:`cache_datasets` needs of a dataset: a method that builds its own cache.
+
+    :class:`mlcl.data.dataset.ImageDataset` is one (the dataset module imports this one, not the reverse).
+    """
+
+    def cache_images(self, budget_bytes: int, *, require_all: bool = False) -> dict[str, Any]:
+        """Decode the dataset's images into a cache of at most ``budget_bytes``; return its summary.
+
+        The summary holds at least ``images``, ``of``, ``bytes`` and ``seconds`` (:meth:`DecodedImageCache.summary`).
+        With ``require_all``, raise :class:`~mlcl.errors.ConfigError` when not every image fits.
+        """
+        ...
 
 
 class DecodedImageCache:
@@ -145,7 +157,7 @@ class DecodedImageCache:
 
 
 def cache_datasets(
-    datasets: Sequence[tuple[ImageDataset | None, float]], mode: str, budget_bytes: int
+    datasets: Sequence[tuple[CachesImages | None, float]], mode: str, budget_bytes: int
 ) -> dict[str, Any] | None:
     """Build the decoded-image caches of a run's datasets (``data.cache``), in order, from one memory budget.
 

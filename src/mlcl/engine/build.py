@@ -52,6 +52,7 @@ from mlcl.engine.optim import build_optimizer, build_scheduler, check_optimizer_
 from mlcl.engine.signals import StopSafeLoader
 from mlcl.engine.speed import describe_speed, resolve_speed
 from mlcl.errors import CheckpointError, ConfigError
+from mlcl.loss_catalog import parse_loss_name
 from mlcl.models.classifier import MultiLabelClassifier, Projection, check_classifier_args
 from mlcl.models.factory import create_model
 
@@ -97,18 +98,6 @@ def _naming_keys(what: str, args: Mapping[str, tuple[str, Any]]) -> Iterator[Non
                 raise ConfigError(f"`{key}`={value!r} ({what}): {msg}") from None
         given = ", ".join(f"`{key}`={value!r}" for key, value in args.values())
         raise ConfigError(f"{what} with {given}: {msg}") from None
-
-
-def parse_loss_name(name: str) -> tuple[str, bool]:
-    """``"hill+clml"`` -> ``("hill", True)``; ``"bce"`` -> ``("bce", False)``."""
-    parts = [p.strip() for p in name.split("+") if p.strip()]
-    if not parts:
-        raise ConfigError(f"`loss.name` is empty: {name!r}")
-    use_clml = "clml" in parts[1:]
-    rest = [p for p in parts[1:] if p != "clml"]
-    if rest or parts[0] == "clml":
-        raise ConfigError(f"`loss.name` must be BASE or BASE+clml, got {name!r}")
-    return parts[0], use_clml
 
 
 #: BoostLU's published head learning rate (official config.py:79); its backbone gets a tenth.

@@ -19,6 +19,7 @@ from typing import Any
 
 from mlcl.engine.config import Config, LossConfig
 from mlcl.errors import ConfigError
+from mlcl.loss_catalog import losses_for, parse_loss_name
 
 __all__ = [
     "CLML_OPTIONS",
@@ -41,8 +42,6 @@ NO_NEGATIVE_PROTOCOLS = ("single-positive", "keep-half-plus-one", "keep-fifth-pl
 
 
 def _uses_clml(cfg: Config) -> bool:
-    from mlcl.engine.build import parse_loss_name
-
     return parse_loss_name(cfg.loss.name)[1]
 
 
@@ -127,8 +126,6 @@ def missing_label_warning(cfg: Config) -> str | None:
     CP the label frequency).
     """
     from mlcl.data.missing import parse_protocol
-    from mlcl.engine.build import parse_loss_name
-    from mlcl.loss_catalog import losses_for
     from mlcl.losses import LOSSES
 
     protocol = parse_protocol(cfg.data.missing).name

@@ -27,7 +27,6 @@ from mlcl.engine.build import (
     multiplier_from_config,
     objective_from_config,
     optimizer_from_config,
-    parse_loss_name,
     probe_c_from_config,
     projection_from_config,
     scheduler_from_config,
@@ -36,6 +35,7 @@ from mlcl.engine.config import Config, check_values, config_from_dict
 from mlcl.engine.frozen import check_freeze_config, check_freeze_stages
 from mlcl.engine.trainer import parse_checkpoint_every
 from mlcl.errors import ConfigError
+from mlcl.loss_catalog import parse_loss_name
 
 __all__ = ["config_problems", "validate_config", "validate_config_file"]
 

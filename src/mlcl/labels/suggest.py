@@ -382,13 +382,13 @@ def write_suggestion_files(
     per_class: int | None = None,
     min_prob: float | None = None,
     meta: dict[str, Any] | None = None,
-    page: bool = True,
 ) -> tuple[Ranking, Ranking]:
     """Rank, filter and write the suggestions of ``data`` (its targets) from ``probs``.
 
-    Writes ``files.scores`` (every probability, :func:`mlcl.report.scores.save_scores`), ``files.csv``, the
+    Writes ``files.scores`` (every probability, :func:`mlcl.report.scores.save_scores`), ``files.csv`` and the
     metadata ``files.meta`` (``meta`` plus the classes, the filters, the counts and the per-class estimates of
-    :func:`mlcl.labels.estimate.estimate_missing`) and, with ``page``, the review page ``files.page``.
+    :func:`mlcl.labels.estimate.estimate_missing`). The review page ``files.page`` is built from these files
+    alone: :func:`mlcl.report.review.write_review_page` (``mlcl labels suggest`` calls it next).
 
     Args:
         files: From :func:`check_outputs`.
@@ -399,7 +399,6 @@ def write_suggestion_files(
         per_class: See :func:`select`.
         min_prob: See :func:`select`.
         meta: What the probabilities came from (data spec, method, folds...).
-        page: Also write the review page.
 
     Returns:
         ``(all candidates ranked, the rows written)``.
@@ -428,8 +427,4 @@ def write_suggestion_files(
             "estimates": estimates,
         },
     )
-    if page:
-        from mlcl.report.review import write_review_page
-
-        write_review_page(files.csv, files.page)
     return ranking, kept
