@@ -159,6 +159,28 @@ def test_bad_config_is_reported_before_training(tmp_path: Path, bad: str) -> Non
         fit(_cfg(tmp_path / "run", "builtin", [bad]))
 
 
+@pytest.mark.parametrize(("loss", "warns"), [("bce", True), ("bce+clml", True), ("bce-an", False)])
+def test_fit_warns_once_about_positive_only_labels_with_a_loss_that_ignores_unknowns(
+    tmp_path: Path, loss: str, warns: bool
+) -> None:
+    """``mlcl.fit`` (not only ``mlcl train``) warns, once and before loading anything, that the run would learn
+    that every label is present; the run then stops at its missing label file."""
+    import warnings
+
+    import mlcl
+    from mlcl.errors import MlclError
+
+    cfg = _cfg(tmp_path / "run", str(tmp_path / "none.csv"), ["data.missing=single-positive", f"loss.name={loss}"])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises((MlclError, OSError), match="none.csv"):
+        warnings.simplefilter("always")
+        mlcl.fit(cfg)
+    ours = [w for w in caught if issubclass(w.category, UserWarning) and "no negative" in str(w.message)]
+    assert len(ours) == (1 if warns else 0), [str(w.message) for w in ours]
+    if warns:
+        assert "bce-an" in str(ours[0].message) and "mlcl list losses" in str(ours[0].message)
+        assert ours[0].filename == __file__  # attributed to the caller of fit, not to mlcl's own code
+
+
 def test_ll_cp_corrects_stored_targets_permanently(tmp_path: Path) -> None:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     extra = [

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import TYPE_CHECKING
 
-from mlcl.cli._common import choices, format_metrics_table, verbose_parent, warn
+from mlcl.cli._common import choices, format_metrics_table, verbose_parent
 from mlcl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -205,21 +204,19 @@ def _check_resume_options(args: argparse.Namespace, overrides: list[str]) -> Non
 
 
 def _check_loss(cfg: Config, args: argparse.Namespace) -> None:
-    """Refuse loss options given for a term the loss does not have; warn about a loss that cannot learn the labels.
+    """Refuse loss options given for a term the loss does not have.
 
     Options given on the command line are checked even at their default value (``--clml-tau 0.75`` without
     ``+clml``); the objective's own check (:func:`mlcl.engine.loss_options.check_loss_options`) covers the
-    configuration file. The warning is printed once (by the main process under torchrun).
+    configuration file. The warning about a loss that cannot learn positive-only labels is the library's
+    (:func:`mlcl.engine.trainer.fit`, a ``UserWarning`` that the CLI shows as one line).
     """
-    from mlcl.engine.loss_options import check_loss_options, missing_label_warning
+    from mlcl.engine.loss_options import check_loss_options
 
     given = [key for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None]
     given += [item.split("=", 1)[0].strip() for item in args.override]
     flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     check_loss_options(cfg, given, names=flags)
-    warning = missing_label_warning(cfg)
-    if warning and os.environ.get("RANK", "0") == "0":
-        warn(warning)
 
 
 def run(args: argparse.Namespace) -> None:

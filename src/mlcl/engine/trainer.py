@@ -16,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
@@ -32,6 +33,7 @@ from mlcl.engine.checkpoint import inference_state_dict, load_checkpoint, save_c
 from mlcl.engine.config import Config, config_from_dict, dump_config, load_config
 from mlcl.engine.evaluate import ScoreRows, evaluate_model, flag_unpredicted
 from mlcl.engine.loop import train_one_epoch
+from mlcl.engine.loss_options import missing_label_warning
 from mlcl.engine.run_log import RunLog
 from mlcl.engine.signals import EXIT_STATUS, StopSignals
 from mlcl.engine.state import EpochPosition, TrainState, gather_rng_states
@@ -71,6 +73,10 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
     SIGTERM and SIGINT end the current step, write a resumable ``last.pt`` (mid-epoch) and raise
     :class:`~mlcl.errors.TrainingInterrupted`; ``train.checkpoint_every`` also writes one periodically.
 
+    A new run whose missing-label protocol keeps no negative label, with a loss that ignores unknown labels
+    (:func:`~mlcl.engine.loss_options.missing_label_warning`), gets one :class:`UserWarning` (from the main
+    process only) before anything is loaded: such a run learns that every label is present.
+
     Args:
         cfg: The configuration. When resuming, only its run-control fields are used (device, workers,
             progress, TensorBoard, ``stop_after``, ``checkpoint_every``); the rest comes from the run.
@@ -82,6 +88,10 @@ def fit(cfg: Config, *, resume: str | Path | None = None) -> FitResult:
     parse_checkpoint_every(cfg.train.checkpoint_every)
     device = resolve_device(cfg.train.device)
     init_from_torchrun(device)
+    if resume is None and is_main_process():
+        warning = missing_label_warning(cfg)
+        if warning:
+            warnings.warn(warning, UserWarning, stacklevel=2)
     if resume is not None:
         run_dir = Path(resume)
         cfg = resumed_config(run_dir, cfg)
