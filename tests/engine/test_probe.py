@@ -74,6 +74,68 @@ def test_degenerate_classes() -> None:
     assert torch.isfinite(w).all() and torch.isfinite(b).all()
 
 
+def _sklearn_logits(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, c: float) -> np.ndarray:
+    """scikit-learn's LogisticRegression on the standardised ``x[rows]`` against ``labels``; logits of every row."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs = (x - x.mean(0)) / x.std(0)
+    return LogisticRegression(C=c, tol=1e-10, max_iter=5000).fit(xs[rows], labels).decision_function(xs)
+
+
+def _column(n: int, pos: int, neg: int, rng: np.random.Generator) -> np.ndarray:
+    """A shuffled column with ``pos`` known positives, ``neg`` known negatives, the rest unknown."""
+    return rng.permutation(np.array([1.0] * pos + [0.0] * neg + [-1.0] * (n - pos - neg)))
+
+
+def test_scarce_known_negatives_assume_negative_and_the_rest_fit_the_known_rows() -> None:
+    """The documented rule, class by class, against scikit-learn on the rows and labels it implies: a class whose
+    known negatives Q are fewer than 0.05 times its unknown entries U counts the unknown entries as negatives;
+    every other class is fitted on its known entries alone."""
+    rng = np.random.default_rng(3)
+    n, d, c = 300, 6, 0.05
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 20, size=d) + rng.uniform(-5, 5, size=d)
+    truth = (x @ rng.normal(size=(d, 1)) / 10 + rng.normal(size=(n, 1)) > 0.3).astype(float)[:, 0]
+    partial = np.where(rng.random(n) < 0.3, truth, -1.0)  # partial:0.3, at random: Q/U about 0.25
+    columns = {  # name: (targets, fitted on the known rows alone?)
+        "full": (truth, True),
+        "partial:0.3": (partial, True),
+        "single-positive": (np.where(truth == 1, 1.0, -1.0), False),
+        "single-positive + 5 negatives": (np.where(truth == 1, 1.0, -1.0), False),
+        "Q = 10, U = 200 (0.05 U: not scarce)": (_column(n, 90, 10, rng), True),
+        "Q = 9, U = 200 (scarce)": (_column(n, 91, 9, rng), False),
+    }
+    sp5 = columns["single-positive + 5 negatives"][0]
+    sp5[rng.choice(np.flatnonzero(truth == 0), 5, replace=False)] = 0.0
+    y = np.stack([col for col, _ in columns.values()], 1)
+    w, b = fit_linear_probe(torch.from_numpy(x), torch.from_numpy(y), c=c)
+    ours = x @ w.numpy().T + b.numpy()
+    for k, (name, (col, known_only)) in enumerate(columns.items()):
+        rows = col != -1 if known_only else np.ones(n, dtype=bool)
+        ref = _sklearn_logits(x, rows, col[rows] == 1, c)
+        np.testing.assert_allclose(ours[:, k], ref, atol=2e-4, rtol=1e-4, err_msg=name)
+
+
+def test_single_positive_labels_with_a_few_annotated_negatives_keep_the_observed_positive_rate() -> None:
+    """One positive per image plus 5 annotated negatives per class (``mlcl labels apply`` after single-positive
+    labels): the probe's mean predicted positive rate stays near the observed rate P / N instead of near 1 (a
+    fit on the known entries alone, about 20 positives for each negative, predicted every image positive)."""
+    rng = np.random.default_rng(4)
+    n, d, n_cls = 400, 8, 4
+    x = rng.normal(size=(n, d))
+    truth = x @ rng.normal(size=(d, n_cls)) + rng.normal(size=(n, n_cls)) > 0.5
+    y = np.full((n, n_cls), -1.0)
+    for i in np.flatnonzero(truth.any(1)):
+        y[i, rng.choice(np.flatnonzero(truth[i]))] = 1.0  # single-positive: one observed positive per image
+    for k in range(n_cls):
+        y[rng.choice(np.flatnonzero(~truth[:, k]), 5, replace=False), k] = 0.0  # 5 annotated negatives
+    w, b = fit_linear_probe(torch.from_numpy(x), torch.from_numpy(y))
+    predicted = 1.0 / (1.0 + np.exp(-(x @ w.numpy().T + b.numpy())))
+    observed = (y == 1).mean(0)
+    assert np.all(observed > 0.1), observed
+    np.testing.assert_allclose(predicted.mean(0), observed, atol=0.05)
+    assert np.all(predicted.mean(0) < 0.5), predicted.mean(0)
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="same N"):
         fit_linear_probe(torch.zeros(3, 2), torch.zeros(4, 2))
