@@ -46,7 +46,7 @@ from tests.helpers.synthetic import make_shapes_csv
 
 # The flags of a tiny CPU run; TINY adds no DataLoader workers, FAST one epoch (with the default workers).
 TINY_COMMON = ["--backbone", "resnet10t", "--image-size", "32", "--batch-size", "8", "--no-progress"]
-TINY_COMMON += ["-o", "run.tensorboard=false", "-o", "train.device=cpu"]
+TINY_COMMON += ["-o", "run.tensorboard=false", "-o", "run.report=false", "-o", "train.device=cpu"]
 TINY = [*TINY_COMMON, "--workers", "0"]
 FAST = [*TINY_COMMON, "--epochs", "1"]
 
@@ -215,7 +215,7 @@ def test_a_loss_that_grows_by_orders_of_magnitude_warns(trained: tuple[Path, Pat
     from mlcl.engine.trainer import fit
 
     csv, _ = trained
-    over = ["train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false"]
+    over = ["train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false", "run.report=false"]
     over += ["model.backbone=resnet10t", "data.image_size=32", "train.batch_size=8", "train.epochs=2"]
     over += ["optim.lr=1000", "train.ema=false", f"data.train={csv}", f"run.out={tmp_path / 'run'}"]
     from mlcl.errors import DivergenceError
@@ -234,6 +234,7 @@ BASE = [
     "data.num_workers=0",
     "run.progress=false",
     "run.tensorboard=false",
+    "run.report=false",
     "model.backbone=resnet10t",
     "train.epochs=2",
     "train.batch_size=8",
@@ -433,7 +434,19 @@ def test_cli_stops_with_one_line_and_the_documented_status(tmp_path: Path, name:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     out = tmp_path / "run"
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
-    argv += ["--batch-size", "8", "--epochs", "2", "--workers", "0", "--no-progress", "-o", "run.tensorboard=false"]
+    argv += [
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "-o",
+        "run.tensorboard=false",
+        "-o",
+        "run.report=false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-c", _CLI_SCRIPT, name, *argv], env=env, capture_output=True, text=True)
     assert proc.returncode == status, proc.stderr
@@ -452,6 +465,7 @@ DDP = [
     "data.num_workers=0",
     "run.progress=false",
     "run.tensorboard=false",
+    "run.report=false",
     "train.epochs=2",
     "train.batch_size=8",
     "data.image_size=32",
@@ -588,7 +602,17 @@ def test_csv_with_float_values_is_accepted(tmp_path: Path, capsys: pytest.Captur
 
 
 # The run-control options a resumed run accepts (the rest comes from the run).
-RESUME_FLAGS = ["-o", "train.device=cpu", "-o", "run.tensorboard=false", "--no-progress", "-o", "data.num_workers=0"]
+RESUME_FLAGS = [
+    "-o",
+    "train.device=cpu",
+    "-o",
+    "run.tensorboard=false",
+    "-o",
+    "run.report=false",
+    "--no-progress",
+    "-o",
+    "data.num_workers=0",
+]
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:

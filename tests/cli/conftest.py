@@ -12,7 +12,7 @@ from tests.helpers.synthetic import make_shapes_csv
 #: Options of a tiny CPU run (32 px, 8-image batches, no worker processes, no TensorBoard).
 TINY = [
     "--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--no-progress",
-    "--backbone", "resnet10t", "-o", "run.tensorboard=false",
+    "--backbone", "resnet10t", "-o", "run.tensorboard=false", "-o", "run.report=false",
 ]  # fmt: skip
 
 

@@ -125,3 +125,13 @@ def test_statistics_match_targets(sets: dict) -> None:
 def test_unknown_split() -> None:
     with pytest.raises(ConfigError, match="'validation'"):
         load_builtin("validation")
+
+
+def test_the_digits_are_scikit_learns() -> None:
+    """The digits read from scikit-learn's file equal ``load_digits()`` (images scaled to [0, 1])."""
+    from mlcl.data.builtin import _digits
+
+    reference = load_digits()
+    images, labels = _digits()
+    np.testing.assert_array_equal(images, (reference.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(labels, reference.target)

@@ -16,7 +16,7 @@ from mlcl.inference import Predictor
 from tests.helpers.synthetic import CLASSES, make_shapes_csv
 
 COMMON = ["--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--no-progress"]
-COMMON += ["--backbone", "resnet10t", "-o", "run.tensorboard=false"]
+COMMON += ["--backbone", "resnet10t", "-o", "run.tensorboard=false", "-o", "run.report=false"]
 
 
 @pytest.fixture(scope="module")

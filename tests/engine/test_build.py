@@ -100,7 +100,7 @@ def test_mulcon_run_length_and_warning(tmp_path: Path, caplog: pytest.LogCapture
     """``--epochs 2`` runs two epochs of each stage; from scratch one warning names the pretrained backbone."""
     csv = make_shapes_csv(tmp_path / "data", n=20)
     over = [
-        "train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false",
+        "train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false", "run.report=false",
         "model.backbone=resnet10t", f"data.train={csv}", f"run.out={tmp_path / 'run'}", "train.method=mulcon",
         "train.epochs=2", "train.max_steps_per_epoch=1", "train.batch_size=8", "mulcon.stage2_batch_size=8",
         "data.image_size=32", "model.head_dim=16", "model.head_num_sab=0", "model.proj_hidden=16", "model.proj_dim=8",

@@ -51,7 +51,7 @@ def _train_in_own_group(tmp_path: Path, workers: int, step: int, extra: list[str
     out = tmp_path / "run"
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
     argv += ["--batch-size", "8", "--epochs", "2", "--workers", str(workers), "--no-progress"]
-    argv += ["-o", "run.tensorboard=false", *extra]
+    argv += ["-o", "run.tensorboard=false", "-o", "run.report=false", *extra]
     marker = tmp_path / "in-step"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(
@@ -116,7 +116,19 @@ def test_signal_to_the_process_group_stops_gracefully(
     if not resume:
         return
     resumed = subprocess.run(
-        [sys.executable, "-m", "mlcl", "train", "--resume", str(out), "--no-progress", "-o", "run.tensorboard=false"],
+        [
+            sys.executable,
+            "-m",
+            "mlcl",
+            "train",
+            "--resume",
+            str(out),
+            "--no-progress",
+            "-o",
+            "run.tensorboard=false",
+            "-o",
+            "run.report=false",
+        ],
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
         capture_output=True,
         text=True,
@@ -147,7 +159,13 @@ def test_a_failure_after_the_start_keeps_the_folder_in_process(tmp_path: Path, m
 
     monkeypatch.setattr(loop_module, "train_step", failing)
     overrides = [f"data.train={csv}", f"run.out={out}", "model.backbone=resnet10t", "data.image_size=32"]
-    overrides += ["train.batch_size=8", "data.num_workers=0", "run.progress=false", "run.tensorboard=false"]
+    overrides += [
+        "train.batch_size=8",
+        "data.num_workers=0",
+        "run.progress=false",
+        "run.tensorboard=false",
+        "run.report=false",
+    ]
     with pytest.raises(OSError, match="disk went away"):
         fit(load_config(None, overrides))
     assert (out / "config.yaml").is_file(), "the started run's folder and configuration are kept"
@@ -183,7 +201,19 @@ def test_signal_to_a_torchrun_group_saves_the_state_and_resumes(tmp_path: Path) 
     script = tmp_path / "train.py"
     script.write_text(_SCRIPT)
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
-    argv += ["--batch-size", "8", "--epochs", "2", "--workers", "2", "--no-progress", "-o", "run.tensorboard=false"]
+    argv += [
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--no-progress",
+        "-o",
+        "run.tensorboard=false",
+        "-o",
+        "run.report=false",
+    ]
     marker = tmp_path / "in-step"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     launcher = [

@@ -58,6 +58,15 @@ def test_small_training_run_learns(tmp_path: Path) -> None:
     assert log[-1]["train"]["loss"] < 0.7 * log[0]["train"]["loss"]
     # Chance mAP is the label prior (about 0.5 for these images); the colours are easy to learn.
     assert result.metrics["mAP"] > 0.85, result.metrics["mAP"]
+    assert not (result.run_dir / "report.html").exists()  # run.report=false (QUIET_CPU)
+
+
+def test_a_run_writes_its_report_unless_told_not_to(tmp_path: Path) -> None:
+    csv = make_shapes_csv(tmp_path / "data", n=24)
+    tiny = ["train.epochs=1", "train.batch_size=8", "data.image_size=16", "train.max_steps_per_epoch=1"]
+    written = fit(_cfg(tmp_path / "on", str(csv), [*tiny, "run.report=true"])).run_dir / "report.html"
+    assert written.is_file() and "<html" in written.read_text(encoding="utf-8").lower()
+    assert not (fit(_cfg(tmp_path / "off", str(csv), tiny)).run_dir / "report.html").exists()
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,18 @@ def test_cli_run_on_builtin_then_eval_predict_export(tmp_path: Path) -> None:
     argv = ["train", "--data", "builtin", "--loss", "boostlu-ll-r", "--epochs", "2", "--image-size", "32"]
     argv += ["--backbone", "resnet10t", "--out", str(run), "--device", "cpu", "--batch-size", "16"]
     argv += ["-o", "train.max_steps_per_epoch=4", "-o", "data.num_workers=0", "-o", "run.progress=false"]
-    argv += ["-o", "run.tensorboard=false", "-o", "optim.lr=1e-3", "-o", "train.ema=false", "-o", "train.eval_every=2"]
+    argv += [
+        "-o",
+        "run.tensorboard=false",
+        "-o",
+        "run.report=false",
+        "-o",
+        "optim.lr=1e-3",
+        "-o",
+        "train.ema=false",
+        "-o",
+        "train.eval_every=2",
+    ]
     assert main(argv) == 0
     state = load_checkpoint(run / "best.pt")
     assert state["config"]["loss"]["name"] == "boostlu-ll-r" and state["config"]["loss"]["options"]["alpha"] == 5.0

@@ -33,6 +33,7 @@ def _overrides(csv: Path, out: Path, loss: str, missing: str) -> list[str]:
         "train.device=cpu",
         "run.progress=false",
         "run.tensorboard=false",
+        "run.report=false",
         f"loss.name={loss}",
         *(["loss.clml_tau=0.6", "loss.clml_start_epoch=0"] if "clml" in loss else []),  # CLML's own options
         "optim.lr=1e-3",

@@ -14,7 +14,13 @@ from mlcl.engine.config import Config
 from mlcl.engine.trainer import FitResult, fit
 
 #: Run-control settings for the trainer's CPU tests (they do not change what a run computes).
-QUIET_CPU = ["train.device=cpu", "data.num_workers=0", "run.progress=false", "run.tensorboard=false"]
+QUIET_CPU = [
+    "train.device=cpu",
+    "data.num_workers=0",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.report=false",
+]
 
 
 class Resumed(NamedTuple):

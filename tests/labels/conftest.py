@@ -30,6 +30,7 @@ TRAIN = [
     "--no-progress",
     "-o",
     "run.tensorboard=false",
+    "run.report=false",
 ]
 FOLDS = 3
 

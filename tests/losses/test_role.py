@@ -134,6 +134,7 @@ def test_training_with_role_resumes_exactly(tmp_path: Path) -> None:
         "train.device=cpu",
         "run.progress=false",
         "run.tensorboard=false",
+        "run.report=false",
         "loss.name=role",
         "loss.options={expected_num_pos: 1.5, lr_mult: 10}",
         "data.missing=single-positive",

@@ -403,6 +403,8 @@ class RunConfig:
             :data:`mlcl.metrics.AP_VARIANTS`).
         progress: Show a progress bar.
         tensorboard: Write TensorBoard events.
+        report: Write ``report.html`` when a run ends (a few seconds of drawing; ``false`` for the runs of a large
+            grid, whose reports ``mlcl report RUN`` still draws later from the run folder).
         calibrate: ``f1``: at the end, choose per-class thresholds on the validation split (``thresholds.json``
             beside ``best.pt``) and report CF1/OF1 at both the global and the per-class thresholds.
     """
@@ -413,6 +415,7 @@ class RunConfig:
     ap_variant: APVariant = "nonint"
     progress: bool = True
     tensorboard: bool = True
+    report: bool = True
     calibrate: Calibrate = "none"
 
 

@@ -19,7 +19,7 @@ end).
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util  # its exit hook is registered first, so this module's runs before it
+import multiprocessing.util  # noqa: F401 - its exit hook is registered first, so this module's runs before it
 import signal
 import threading
 import weakref

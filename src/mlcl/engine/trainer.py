@@ -318,7 +318,7 @@ def fit_stage(cfg: Config, device: torch.device, run_dir: Path, *, resume: bool)
         if main:
             metrics = calibrate_training(t, run_dir, metrics, val=val_rows[:2], report=report_rows[:2])
     run_log.json("metrics.json", metrics)
-    if main:
+    if main and cfg.run.report:
         _write_report(run_dir)
     return FitResult(run_dir, metrics, run_dir / "best.pt", state.best)
 
