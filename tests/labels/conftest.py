@@ -30,6 +30,7 @@ TRAIN = [
     "--no-progress",
     "-o",
     "run.tensorboard=false",
+    "-o",
     "run.report=false",
 ]
 FOLDS = 3

@@ -9,20 +9,16 @@ workers included. A worker killed by SIGTERM makes the main process fail at its 
 anything, so the workers of :class:`StopSafeLoader` ignore SIGTERM and SIGINT and leave the decision to the main
 process; they still end with it (their loader shuts them down, or PyTorch's watchdog sees the parent gone).
 
-Because they ignore SIGTERM, :mod:`multiprocessing`'s exit hook, which ends the daemonic children of a process that
-exits with ``terminate()`` (SIGTERM) and then joins them, would wait forever for the workers of a loader still
-referenced at exit (a loader iterator kept alive by an exception's traceback, say). An exit hook of this module,
-which runs before that one, shuts such workers down the way their loader does (then SIGKILL for one that does not
-end).
+Because they ignore SIGTERM, their ``terminate()`` sends SIGKILL: PyTorch's loader ends a worker that does not
+stop on its end-of-work marker with ``terminate()``, and :mod:`multiprocessing`'s exit hook ends the daemonic
+children of an exiting process the same way and then joins them, which would otherwise wait forever (a process
+holding a loader iterator at exit, kept by an exception's traceback, say).
 """
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing.util  # noqa: F401 - its exit hook is registered first, so this module's runs before it
 import signal
 import threading
-import weakref
 from collections.abc import Callable
 from functools import partial
 from types import FrameType, TracebackType
@@ -42,9 +38,6 @@ EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 75}
 
 #: The signals a graceful stop handles; DataLoader workers ignore them (the main process decides).
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-
-#: The multi-process iterators of every :class:`StopSafeLoader`, for the exit hook.
-_ITERATORS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class StopSignals:
@@ -131,26 +124,22 @@ class StopSafeLoader(DataLoader):
             iterator = super().__iter__()  # the workers start here (or at the first batch with persistent workers)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        _ITERATORS.add(iterator)
+        for worker in getattr(iterator, "_workers", []):
+            _end_with_sigkill(worker)
         return iterator
 
 
-def _shut_down_workers_at_exit() -> None:
-    """End the workers of every loader iterator still alive when the interpreter exits.
+def _end_with_sigkill(worker: Any) -> None:
+    """Make ``terminate()`` of a worker process send SIGKILL: the worker ignores SIGTERM.
 
-    :mod:`multiprocessing`'s own exit hook would send them SIGTERM, which they ignore, and wait for them forever.
+    PyTorch ends a worker that has not exited on its end-of-work marker within 5 s with ``terminate()``, and
+    :mod:`multiprocessing`'s exit hook ends the daemonic children of an exiting process with their ``Popen``'s
+    ``terminate()``, then joins them: with SIGTERM ignored, both would wait for the worker forever.
     """
-    for iterator in list(_ITERATORS):
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()  # sends each worker its end-of-work marker and joins it, as the iterator's __del__ would
-        for worker in getattr(iterator, "_workers", []):
-            if worker.is_alive():
-                worker.kill()
-                worker.join(timeout=5)
-
-
-atexit.register(_shut_down_workers_at_exit)  # exit hooks run last-registered first: before multiprocessing's
+    worker.terminate = worker.kill
+    popen = getattr(worker, "_popen", None)
+    if popen is not None and hasattr(popen, "kill"):
+        popen.terminate = popen.kill
 
 
 def _ignore_stop_signals(user_init: Callable[[int], None] | None, worker_id: int) -> None:

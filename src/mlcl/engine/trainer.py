@@ -196,7 +196,7 @@ def _fit_mulcon(cfg: Config, device: torch.device, run_dir: Path) -> FitResult:
 
 #: The fields a resumed run takes from the caller; everything else comes from the run's own configuration.
 RUN_CONTROL = (
-    "train.device", "data.num_workers", "run.progress", "run.tensorboard", "train.stop_after",
+    "train.device", "data.num_workers", "run.progress", "run.tensorboard", "run.report", "train.stop_after",
     "train.checkpoint_every",
 )  # fmt: skip
 
