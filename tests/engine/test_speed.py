@@ -37,10 +37,13 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert speed.cpu_flags(str(tmp_path / "absent")) == frozenset()
 
 
-@pytest.mark.parametrize(("flags", "amp"), [(BF16, "bf16"), (AMX, "bf16"), (PLAIN, "off")])
-def test_auto_amp_is_bf16_exactly_on_a_cpu_with_native_bf16(flags: frozenset[str], amp: str) -> None:
+@pytest.mark.parametrize("flags", [BF16, AMX, PLAIN])
+def test_auto_amp_is_float32_on_every_cpu(flags: frozenset[str]) -> None:
+    """bf16 autocast was slower than channels-last alone on the measured AVX512-BF16 CPU: an option, not a default."""
     cfg = speed.resolve_speed(load_config(None, []), CPU, flags=flags)
-    assert (cfg.train.amp, cfg.train.channels_last, cfg.optim.fused) == (amp, True, True)
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.optim.fused) == ("off", True, True)
+    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU, flags=flags)
+    assert cfg.train.amp == "bf16"
 
 
 def test_auto_amp_is_float16_on_cuda_and_explicit_values_are_kept() -> None:
@@ -51,14 +54,14 @@ def test_auto_amp_is_float16_on_cuda_and_explicit_values_are_kept() -> None:
 
 
 def test_amp_settings_auto_follows_the_same_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(speed, "cpu_flags", lambda: BF16)
-    assert amp_settings("auto", CPU) == (True, torch.bfloat16, False)
-    monkeypatch.setattr(speed, "cpu_flags", lambda: PLAIN)
-    assert amp_settings("auto", CPU) == (False, torch.float32, False)
+    for flags in (BF16, PLAIN):
+        monkeypatch.setattr(speed, "cpu_flags", lambda flags=flags: flags)
+        assert amp_settings("auto", CPU) == (False, torch.float32, False)
+    assert amp_settings("bf16", CPU) == (True, torch.bfloat16, False)
 
 
 def test_the_first_line_names_the_resolved_options() -> None:
-    cfg = speed.resolve_speed(load_config(None, []), CPU, flags=BF16)
+    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU, flags=BF16)
     line = speed.describe_speed(cfg, CPU, flags=BF16)
     assert line.startswith("speed on CPU") and "native bf16: avx512_bf16" in line
     for part in ("bf16 autocast (losses in float32)", "channels-last", "fused adamw", "eager"):
@@ -122,7 +125,7 @@ def _fit(tmp_path: Path, extra: list[str]) -> Path:
     return fit(load_config(None, over)).run_dir
 
 
-@pytest.mark.parametrize(("flags", "amp"), [(BF16, "bf16"), (PLAIN, "off")])
+@pytest.mark.parametrize(("flags", "amp"), [(BF16, "off"), (PLAIN, "off")])
 def test_a_run_records_the_resolved_options_and_names_them_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, flags: frozenset[str], amp: str
 ) -> None:

@@ -20,15 +20,12 @@ class AmpSettings(NamedTuple):
 def amp_settings(mode: str, device: torch.device) -> AmpSettings:
     """Resolve ``train.amp`` (``auto``, ``off``, ``bf16``, ``fp16``) for ``device``.
 
-    ``auto`` is float16 with a GradScaler on CUDA, bf16 on a CPU with native bfloat16 instructions and off
-    elsewhere (:func:`mlcl.engine.speed.native_bf16`; a run records the resolved mode, see
-    :func:`mlcl.engine.speed.resolve_speed`); ``bf16`` needs no scaler; ``fp16`` uses a scaler on CUDA only
-    (autocast on CPU does not overflow the way CUDA float16 gradients do).
+    ``auto`` is float16 with a GradScaler on CUDA and off on a CPU (a run records the resolved mode, see
+    :func:`mlcl.engine.speed.resolve_speed`, which says why); ``bf16`` needs no scaler; ``fp16`` uses a scaler on
+    CUDA only (autocast on CPU does not overflow the way CUDA float16 gradients do).
     """
     if mode == "auto" and device.type != "cuda":
-        from mlcl.engine.speed import native_bf16
-
-        mode = "bf16" if native_bf16(device) else "off"
+        mode = "off"
     if mode == "off":
         return AmpSettings(False, torch.float32, False)
     if mode == "bf16":

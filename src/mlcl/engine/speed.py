@@ -4,11 +4,12 @@ A training stage resolves four options before it builds anything that depends on
 (:func:`resolve_speed`), records the resolved values in its ``config.yaml`` and names them in its first log line
 (:func:`describe_speed`):
 
-* ``train.amp`` (``auto``): float16 autocast with a GradScaler on CUDA; **bf16 autocast on a CPU with native
-  bfloat16 instructions** (the ``avx512_bf16`` or ``amx_bf16`` flag of ``/proc/cpuinfo``: Intel Cooper Lake,
-  Sapphire Rapids and later, AMD Zen 4 and later), where oneDNN runs convolutions and matrix products in bf16 with
-  float32 accumulation; off on any other CPU, where bf16 is emulated and slower than float32. Every loss is still
-  computed in float32 (:class:`~mlcl.engine.objective.Objective` casts the model's outputs).
+* ``train.amp`` (``auto``): float16 autocast with a GradScaler on CUDA; **float32 on every CPU**. bf16 autocast
+  (``train.amp=bf16``) is an option: on the 2-core AVX512-BF16 CPU of BENCHMARKS.md ("Training and prediction
+  speed") it made Lite0's training step slower than channels-last alone (0.85x at 224 px, 0.71x at 160 px), so
+  the rule "bf16 where it is at least as fast" leaves it off; CPUs with AMX tiles were not measured. Every loss
+  is computed in float32 either way (:class:`~mlcl.engine.objective.Objective` casts the model's outputs).
+  :func:`native_bf16` tells whether a CPU has native bf16 instructions (shown in the first log line).
 * ``train.channels_last`` (``None``): the model's 4-D weights and the input batches in channels-last memory
   format (NHWC), which oneDNN's and cuDNN's convolution kernels use natively (no reordering before and after
   each convolution).
@@ -88,10 +89,7 @@ def resolve_speed(cfg: Config, device: torch.device, *, flags: frozenset[str] | 
     """
     t = cfg.train
     if t.amp == "auto":
-        if device.type == "cuda":
-            t.amp = "fp16"
-        else:
-            t.amp = "bf16" if native_bf16(device, flags) else "off"
+        t.amp = "fp16" if device.type == "cuda" else "off"
     if t.channels_last is None:
         t.channels_last = device.type in ("cpu", "cuda")
     if cfg.optim.fused is None:
