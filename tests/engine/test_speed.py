@@ -38,18 +38,19 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flags", [BF16, AMX, PLAIN])
-def test_auto_amp_is_float32_on_every_cpu(flags: frozenset[str]) -> None:
+def test_auto_amp_is_float32_on_every_cpu(flags: frozenset[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 autocast was slower than channels-last alone on the measured AVX512-BF16 CPU: an option, not a default."""
-    cfg = speed.resolve_speed(load_config(None, []), CPU, flags=flags)
+    monkeypatch.setattr(speed, "cpu_flags", lambda: flags)
+    cfg = speed.resolve_speed(load_config(None, []), CPU)
     assert (cfg.train.amp, cfg.train.channels_last, cfg.optim.fused) == ("off", True, True)
-    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU, flags=flags)
+    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU)
     assert cfg.train.amp == "bf16"
 
 
 def test_auto_amp_is_float16_on_cuda_and_explicit_values_are_kept() -> None:
-    assert speed.resolve_speed(load_config(None, []), torch.device("cuda"), flags=PLAIN).train.amp == "fp16"
+    assert speed.resolve_speed(load_config(None, []), torch.device("cuda")).train.amp == "fp16"
     given = ["train.amp=off", "train.channels_last=false", "optim.fused=false"]
-    cfg = speed.resolve_speed(load_config(None, given), CPU, flags=BF16)
+    cfg = speed.resolve_speed(load_config(None, given), CPU)
     assert (cfg.train.amp, cfg.train.channels_last, cfg.optim.fused) == ("off", False, False)
 
 
@@ -61,12 +62,12 @@ def test_amp_settings_auto_follows_the_same_rule(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_first_line_names_the_resolved_options() -> None:
-    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU, flags=BF16)
+    cfg = speed.resolve_speed(load_config(None, ["train.amp=bf16"]), CPU)
     line = speed.describe_speed(cfg, CPU, flags=BF16)
     assert line.startswith("speed on CPU") and "native bf16: avx512_bf16" in line
     for part in ("bf16 autocast (losses in float32)", "channels-last", "fused adamw", "eager"):
         assert part in line, part
-    cfg = speed.resolve_speed(load_config(None, ["train.compile=true"]), CPU, flags=PLAIN)
+    cfg = speed.resolve_speed(load_config(None, ["train.compile=true"]), CPU)
     line = speed.describe_speed(cfg, CPU, flags=PLAIN)
     assert "native bf16: no" in line and "float32" in line and "torch.compile" in line
 

@@ -76,13 +76,14 @@ def fused_supported(optimizer: str, device: torch.device) -> bool:
     return optimizer in ("adam", "adamw", "sgd") and device.type in _get_fused_kernels_supported_devices()
 
 
-def resolve_speed(cfg: Config, device: torch.device, *, flags: frozenset[str] | None = None) -> Config:
+def resolve_speed(cfg: Config, device: torch.device) -> Config:
     """Fill ``train.amp`` (from ``auto``), ``train.channels_last`` and ``optim.fused`` (from ``None``), in place.
+
+    The rule depends on the device alone, not on the CPU's flags (see the module docstring for bf16).
 
     Args:
         cfg: The configuration (modified and returned).
         device: Where the run trains.
-        flags: The CPU flags (default: :func:`cpu_flags`).
 
     Returns:
         ``cfg``, with ``train.amp`` one of ``off``/``bf16``/``fp16`` and both booleans set.
