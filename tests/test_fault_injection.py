@@ -39,14 +39,24 @@ from mlcl.engine.config import load_config
 from mlcl.engine.trainer import fit
 from mlcl.errors import TrainingInterrupted
 from tests.helpers.ddp import run_spawned
+from tests.helpers.resume import QUIET_ARGS
 from tests.helpers.synthetic import make_shapes_csv
 
 # --------------------------------------------------------------- Run folders, resume options, bad flags and divergence
 
 
 # The flags of a tiny CPU run; TINY adds no DataLoader workers, FAST one epoch (with the default workers).
-TINY_COMMON = ["--backbone", "resnet10t", "--image-size", "32", "--batch-size", "8", "--no-progress"]
-TINY_COMMON += ["-o", "run.tensorboard=false", "-o", "run.report=false", "-o", "train.device=cpu"]
+TINY_COMMON = [
+    "--backbone",
+    "resnet10t",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    *QUIET_ARGS,
+    "-o",
+    "train.device=cpu",
+]
 TINY = [*TINY_COMMON, "--workers", "0"]
 FAST = [*TINY_COMMON, "--epochs", "1"]
 
@@ -434,19 +444,7 @@ def test_cli_stops_with_one_line_and_the_documented_status(tmp_path: Path, name:
     csv = make_shapes_csv(tmp_path / "data", n=40)
     out = tmp_path / "run"
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
-    argv += [
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--workers",
-        "0",
-        "--no-progress",
-        "-o",
-        "run.tensorboard=false",
-        "-o",
-        "run.report=false",
-    ]
+    argv += ["--batch-size", "8", "--epochs", "2", "--workers", "0", *QUIET_ARGS]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-c", _CLI_SCRIPT, name, *argv], env=env, capture_output=True, text=True)
     assert proc.returncode == status, proc.stderr
@@ -602,17 +600,7 @@ def test_csv_with_float_values_is_accepted(tmp_path: Path, capsys: pytest.Captur
 
 
 # The run-control options a resumed run accepts (the rest comes from the run).
-RESUME_FLAGS = [
-    "-o",
-    "train.device=cpu",
-    "-o",
-    "run.tensorboard=false",
-    "-o",
-    "run.report=false",
-    "--no-progress",
-    "-o",
-    "data.num_workers=0",
-]
+RESUME_FLAGS = ["-o", "train.device=cpu", *QUIET_ARGS, "-o", "data.num_workers=0"]
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:

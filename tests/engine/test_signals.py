@@ -21,6 +21,7 @@ import torch
 from mlcl.engine.checkpoint import load_checkpoint
 from mlcl.engine.signals import StopSafeLoader
 from tests.helpers.ddp import free_port
+from tests.helpers.resume import QUIET_ARGS
 from tests.helpers.synthetic import make_shapes_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +51,7 @@ def _train_in_own_group(tmp_path: Path, workers: int, step: int, extra: list[str
     csv = make_shapes_csv(tmp_path / "data", n=40)
     out = tmp_path / "run"
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
-    argv += ["--batch-size", "8", "--epochs", "2", "--workers", str(workers), "--no-progress"]
-    argv += ["-o", "run.tensorboard=false", "-o", "run.report=false", *extra]
+    argv += ["--batch-size", "8", "--epochs", "2", "--workers", str(workers), *QUIET_ARGS, *extra]
     marker = tmp_path / "in-step"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(
@@ -116,19 +116,7 @@ def test_signal_to_the_process_group_stops_gracefully(
     if not resume:
         return
     resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlcl",
-            "train",
-            "--resume",
-            str(out),
-            "--no-progress",
-            "-o",
-            "run.tensorboard=false",
-            "-o",
-            "run.report=false",
-        ],
+        [sys.executable, "-m", "mlcl", "train", "--resume", str(out), *QUIET_ARGS],
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
         capture_output=True,
         text=True,
@@ -201,19 +189,7 @@ def test_signal_to_a_torchrun_group_saves_the_state_and_resumes(tmp_path: Path) 
     script = tmp_path / "train.py"
     script.write_text(_SCRIPT)
     argv = ["train", "--data", str(csv), "--out", str(out), "--backbone", "resnet10t", "--image-size", "32"]
-    argv += [
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--workers",
-        "2",
-        "--no-progress",
-        "-o",
-        "run.tensorboard=false",
-        "-o",
-        "run.report=false",
-    ]
+    argv += ["--batch-size", "8", "--epochs", "2", "--workers", "2", *QUIET_ARGS]
     marker = tmp_path / "in-step"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     launcher = [

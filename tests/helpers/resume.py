@@ -21,6 +21,8 @@ QUIET_CPU = [
     "run.tensorboard=false",
     "run.report=false",
 ]
+#: The output settings of QUIET_CPU (no progress bar, no TensorBoard events, no report) as ``mlcl train`` arguments.
+QUIET_ARGS = ["--no-progress", "-o", "run.tensorboard=false", "-o", "run.report=false"]
 
 
 class Resumed(NamedTuple):
